@@ -1,0 +1,201 @@
+/*
+ * cvisor-vmm: one process per VM. Parses the command line, checks that this host's /dev/kvm can
+ * run a guest (or hands the whole command to the emulated host), builds the VM and runs it until
+ * the guest powers off; the exit status says how the guest ended (docs/exit-status.md).
+ */
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "exitcodes.h"
+#include "kvm_probe.h"
+#include "util.h"
+#include "vm.h"
+
+#define DEFAULT_MEMORY_MIB 256
+#define DEFAULT_CMDLINE "console=ttyS0"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: cvisor-vmm --kernel PATH [options]\n"
+		"\n"
+		"Boots a Linux kernel (vmlinux ELF with a PVH note or 64-bit entry, or a bzImage) in\n"
+		"a KVM virtual machine with a 16550 serial console.\n"
+		"\n"
+		"  --kernel PATH          kernel image (required)\n"
+		"  --initrd PATH          initramfs (cpio, plain or gzip); repeat to concatenate up to %d\n"
+		"  --cmdline STRING       kernel command line (default \"%s\")\n"
+		"  --cpus N               vCPUs, 1..%d and at most what KVM allows (default 1)\n"
+		"  --memory MiB           guest RAM, at least %d MiB and at most the host's (default %d)\n"
+		"  --console stdio|file:PATH|none\n"
+		"                         where the serial console goes (default stdio; on a terminal,\n"
+		"                         Ctrl-A x quits)\n"
+		"  --emulated-host        if /dev/kvm cannot run a guest here (PVM, or none), run this\n"
+		"                         command inside cvisor's emulated host instead (slow)\n"
+		"  --help, --version\n"
+		"\n"
+		"Exit status: 0 guest powered off, 80 guest reset (reboot), 81 guest triple fault,\n"
+		"82 KVM error, 64 usage, 65 bad image, 66 missing file, 69 no usable KVM,\n"
+		"128+N stopped by signal N.\n",
+		BOOT_MAX_INITRDS, DEFAULT_CMDLINE, VM_MAX_VCPUS, VM_MIN_MEMORY_MIB, DEFAULT_MEMORY_MIB);
+}
+
+struct options {
+	struct vm_config vm;
+	struct boot_config boot;
+	bool emulated_host;
+};
+
+static int parse_args(int argc, char **argv, struct options *o, struct cv_error *err)
+{
+	enum { OPT_KERNEL = 1, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE,
+	       OPT_EMUHOST, OPT_HELP, OPT_VERSION };
+	static const struct option longopts[] = {
+		{ "kernel", required_argument, NULL, OPT_KERNEL },
+		{ "initrd", required_argument, NULL, OPT_INITRD },
+		{ "cmdline", required_argument, NULL, OPT_CMDLINE },
+		{ "cpus", required_argument, NULL, OPT_CPUS },
+		{ "memory", required_argument, NULL, OPT_MEMORY },
+		{ "console", required_argument, NULL, OPT_CONSOLE },
+		{ "emulated-host", no_argument, NULL, OPT_EMUHOST },
+		{ "help", no_argument, NULL, OPT_HELP },
+		{ "version", no_argument, NULL, OPT_VERSION },
+		{ NULL, 0, NULL, 0 },
+	};
+	memset(o, 0, sizeof(*o));
+	o->vm.cpus = 1;
+	o->vm.memory_bytes = CV_MiB(DEFAULT_MEMORY_MIB);
+	o->vm.console.kind = CONSOLE_STDIO;
+	o->boot.cmdline = DEFAULT_CMDLINE;
+	uint64_t host_mib = cv_host_memory_bytes() >> 20;
+	if (host_mib < VM_MIN_MEMORY_MIB)
+		host_mib = UINT32_MAX;   /* unknown: let mmap decide */
+
+	opterr = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		uint64_t v;
+		switch (c) {
+		case OPT_KERNEL:
+			o->boot.kernel = optarg;
+			break;
+		case OPT_INITRD:
+			if (o->boot.n_initrds == BOOT_MAX_INITRDS)
+				return cv_fail(err, CV_EXIT_USAGE, "at most %d --initrd files",
+					       BOOT_MAX_INITRDS);
+			o->boot.initrds[o->boot.n_initrds++] = optarg;
+			break;
+		case OPT_CMDLINE:
+			o->boot.cmdline = optarg;
+			break;
+		case OPT_CPUS:
+			if (!cv_parse_u64(optarg, 1, VM_MAX_VCPUS, &v))
+				return cv_fail(err, CV_EXIT_USAGE,
+					       "--cpus '%s': expected a number from 1 to %d", optarg,
+					       VM_MAX_VCPUS);
+			o->vm.cpus = (unsigned)v;
+			break;
+		case OPT_MEMORY:
+			if (!cv_parse_u64(optarg, VM_MIN_MEMORY_MIB, host_mib, &v))
+				return cv_fail(err, CV_EXIT_USAGE,
+					       "--memory '%s': expected MiB from %d to %llu (this host's RAM)",
+					       optarg, VM_MIN_MEMORY_MIB, (unsigned long long)host_mib);
+			o->vm.memory_bytes = CV_MiB(v);
+			break;
+		case OPT_CONSOLE:
+			if (console_parse(optarg, &o->vm.console, err) < 0)
+				return -1;
+			break;
+		case OPT_EMUHOST:
+			o->emulated_host = true;
+			break;
+		case OPT_HELP:
+			usage(stdout);
+			exit(0);
+		case OPT_VERSION:
+			printf("cvisor-vmm %s\n", CVISOR_VERSION);
+			exit(0);
+		default:
+			return cv_fail(err, CV_EXIT_USAGE, "unknown or incomplete option '%s' (see --help)",
+				       argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return cv_fail(err, CV_EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
+	if (!o->boot.kernel)
+		return cv_fail(err, CV_EXIT_USAGE, "--kernel is required (see --help)");
+	return 0;
+}
+
+/*
+ * Re-runs this very command inside the emulated host, where /dev/kvm is real AMD-V. The `cvisor`
+ * front end next to us owns the emulated host; CVISOR_KVM=direct stops the inner run recursing.
+ */
+static int run_in_emulated_host(int argc, char **argv, struct cv_error *err)
+{
+	char dir[PATH_MAX], cvisor[PATH_MAX + 16], self[PATH_MAX + 16];
+	if (cv_self_dir(dir, sizeof(dir), err) < 0)
+		return -1;
+	snprintf(cvisor, sizeof(cvisor), "%s/cvisor", dir);
+	snprintf(self, sizeof(self), "%s/cvisor-vmm", dir);
+	char **args = calloc((size_t)argc + 8, sizeof(char *));
+	if (!args)
+		return cv_fail(err, CV_EXIT_OSERR, "out of memory");
+	int n = 0;
+	args[n++] = cvisor;
+	args[n++] = "emuhost";
+	args[n++] = "exec";
+	args[n++] = "--boot-if-needed";
+	args[n++] = "--";
+	args[n++] = self;
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--emulated-host") != 0)
+			args[n++] = argv[i];
+	setenv("CVISOR_KVM", "direct", 1);
+	execv(cvisor, args);
+	free(args);
+	return cv_fail_errno(err, CV_EXIT_UNAVAILABLE, "run '%s'", cvisor);
+}
+
+int main(int argc, char **argv)
+{
+	struct cv_error err = { 0 };
+	struct options o;
+	if (parse_args(argc, argv, &o, &err) < 0) {
+		cv_error_print(&err, "cvisor-vmm");
+		return err.code;
+	}
+
+	struct kvm_host_probe probe;
+	kvm_probe_host(&probe);
+	if (probe.kind != KVM_HOST_USABLE) {
+		if (o.emulated_host) {
+			fprintf(stderr, "cvisor-vmm: %s; running inside the emulated host (slow)\n",
+				probe.reason);
+			run_in_emulated_host(argc, argv, &err);
+		} else {
+			cv_fail(&err, CV_EXIT_UNAVAILABLE,
+				"%s; add --emulated-host to run inside cvisor's emulated host", probe.reason);
+		}
+		cv_error_print(&err, "cvisor-vmm");
+		return err.code;
+	}
+
+	struct vm vm;
+	struct boot_plan plan;
+	int status;
+	if (vm_init(&vm, &o.vm, &err) < 0 || vm_load_kernel(&vm, &o.boot, &plan, &err) < 0) {
+		cv_error_print(&err, "cvisor-vmm");
+		status = err.code;
+	} else {
+		status = vm_run(&vm, &err);
+		if (status != CV_EXIT_OK)
+			fprintf(stderr, "cvisor-vmm: %s\n", vm.stop_reason);
+	}
+	vm_destroy(&vm);
+	return status;
+}

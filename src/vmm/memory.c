@@ -1,0 +1,117 @@
+/*
+ * Guest RAM allocation, slot registration, bounds-checked access and the e820 map (see memory.h).
+ */
+#include "memory.h"
+
+#include <linux/kvm.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include "layout.h"
+#include "util.h"
+
+int guest_memory_init(struct guest_memory *gm, uint64_t size, struct cv_error *err)
+{
+	memset(gm, 0, sizeof(*gm));
+	if (size < GUEST_MEMORY_MIN || (size & 0xfff))
+		return cv_fail(err, CV_EXIT_USAGE,
+			       "guest memory must be a multiple of 4 KiB and at least %llu MiB",
+			       GUEST_MEMORY_MIN >> 20);
+	/* NORESERVE: RAM the guest never touches costs nothing; overcommit is the host's call. */
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return cv_fail_errno(err, CV_EXIT_OSERR, "map %llu MiB of guest memory",
+				     (unsigned long long)(size >> 20));
+	/* Transparent huge pages cut TLB misses for the guest's working set; advisory only. */
+	madvise(p, size, MADV_HUGEPAGE);
+	gm->host = p;
+	gm->size = size;
+	uint64_t low = CV_MIN(size, LAYOUT_MMIO_HOLE);
+	gm->regions[0] = (struct guest_region){ .gpa = 0, .size = low, .host = gm->host };
+	gm->n_regions = 1;
+	if (size > low) {
+		gm->regions[1] = (struct guest_region){
+			.gpa = LAYOUT_4GIB, .size = size - low, .host = gm->host + low };
+		gm->n_regions = 2;
+	}
+	return 0;
+}
+
+void guest_memory_free(struct guest_memory *gm)
+{
+	if (gm->host)
+		munmap(gm->host, gm->size);
+	memset(gm, 0, sizeof(*gm));
+}
+
+int guest_memory_register(const struct guest_memory *gm, int vm_fd, struct cv_error *err)
+{
+	for (unsigned i = 0; i < gm->n_regions; i++) {
+		const struct guest_region *r = &gm->regions[i];
+		struct kvm_userspace_memory_region slot = {
+			.slot = i,
+			.guest_phys_addr = r->gpa,
+			.memory_size = r->size,
+			.userspace_addr = (uint64_t)(uintptr_t)r->host,
+		};
+		if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
+			return cv_fail_errno(err, CV_EXIT_OSERR,
+					     "KVM_SET_USER_MEMORY_REGION slot %u (gpa 0x%llx, %llu MiB)",
+					     i, (unsigned long long)r->gpa,
+					     (unsigned long long)(r->size >> 20));
+	}
+	return 0;
+}
+
+void *guest_memory_ptr(const struct guest_memory *gm, uint64_t gpa, uint64_t len)
+{
+	for (unsigned i = 0; i < gm->n_regions; i++) {
+		const struct guest_region *r = &gm->regions[i];
+		/* Written to avoid overflow: gpa and len come from the guest. */
+		if (gpa >= r->gpa && gpa - r->gpa <= r->size && len <= r->size - (gpa - r->gpa))
+			return r->host + (gpa - r->gpa);
+	}
+	return NULL;
+}
+
+int guest_memory_write(const struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t len,
+		       struct cv_error *err)
+{
+	void *dst = guest_memory_ptr(gm, gpa, len);
+	if (!dst)
+		return cv_fail(err, CV_EXIT_SOFTWARE,
+			       "guest range 0x%llx+0x%llx is not RAM", (unsigned long long)gpa,
+			       (unsigned long long)len);
+	memcpy(dst, src, len);
+	return 0;
+}
+
+uint64_t guest_memory_low_end(const struct guest_memory *gm)
+{
+	return gm->regions[0].size;
+}
+
+unsigned guest_memory_e820(const struct guest_memory *gm, struct e820_entry *out, unsigned max)
+{
+	struct e820_entry map[E820_MAX_ENTRIES];
+	unsigned n = 0;
+	uint64_t low_end = guest_memory_low_end(gm);
+
+	map[n++] = (struct e820_entry){ 0, CV_MIN(low_end, LAYOUT_EBDA), E820_RAM };
+	if (low_end > LAYOUT_EBDA)
+		map[n++] = (struct e820_entry){ LAYOUT_EBDA, 0xa0000 - LAYOUT_EBDA, E820_RESERVED };
+	if (low_end > LAYOUT_BIOS_AREA)
+		map[n++] = (struct e820_entry){ LAYOUT_BIOS_AREA, LAYOUT_HIGH_MEMORY - LAYOUT_BIOS_AREA,
+					       E820_RESERVED };
+	if (low_end > LAYOUT_HIGH_MEMORY)
+		map[n++] = (struct e820_entry){ LAYOUT_HIGH_MEMORY, low_end - LAYOUT_HIGH_MEMORY,
+					       E820_RAM };
+	if (gm->n_regions > 1)
+		map[n++] = (struct e820_entry){ gm->regions[1].gpa, gm->regions[1].size, E820_RAM };
+
+	n = CV_MIN(n, max);
+	memcpy(out, map, n * sizeof(map[0]));
+	return n;
+}

@@ -1,0 +1,80 @@
+/*
+ * One virtual machine: the context every part of cvisor-vmm hangs off (no other mutable global
+ * state). vm_init builds the machine - KVM VM, RAM, in-kernel interrupt controllers and PIT,
+ * devices, ACPI and MP tables, vCPUs - and vm_load_kernel puts a kernel in it; vm_run starts the
+ * vCPU threads and runs the console/signal loop until the guest powers off, resets, crashes or
+ * is stopped, and returns the exit status that outcome maps to (exitcodes.h).
+ */
+#ifndef CVISOR_VMM_VM_H
+#define CVISOR_VMM_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "boot/boot.h"
+#include "console.h"
+#include "devices/acpi_pm.h"
+#include "devices/bus.h"
+#include "devices/i8042.h"
+#include "devices/uart.h"
+#include "kvm.h"
+#include "memory.h"
+
+#define VM_MAX_VCPUS 254     /* xAPIC IDs 0..253; the IOAPIC takes the next ID */
+#define VM_MIN_MEMORY_MIB 32
+
+struct vcpu;
+
+struct vm_config {
+	unsigned cpus;
+	uint64_t memory_bytes;
+	struct console_config console;
+};
+
+struct vm {
+	struct kvm_system kvm;
+	int fd;
+	struct guest_memory mem;
+	struct io_bus pio;
+	struct io_bus mmio;
+	struct vcpu *vcpus;
+	unsigned n_vcpus;
+	unsigned created_vcpus;
+
+	struct console console;
+	struct uart uart;
+	struct i8042 i8042;
+	struct acpi_pm acpi_pm;
+	uint64_t rsdp_gpa;
+
+	/* Stop protocol: the first vm_request_stop wins (under stop_lock) and wakes the main loop. */
+	pthread_mutex_t stop_lock;
+	atomic_bool stopping;
+	int stop_status;
+	char stop_reason[256];
+	int stop_eventfd;
+	int uart_drained_eventfd;
+
+	bool trace_io;            /* CVISOR_VMM_TRACE=io: log accesses no device claimed */
+	atomic_uint_fast64_t unhandled_io;
+};
+
+int vm_init(struct vm *vm, const struct vm_config *cfg, struct cv_error *err);
+int vm_load_kernel(struct vm *vm, const struct boot_config *bc, struct boot_plan *plan,
+		   struct cv_error *err);
+
+/* Runs the VM to its end; returns its exit status, with vm->stop_reason saying why. */
+int vm_run(struct vm *vm, struct cv_error *err);
+
+void vm_destroy(struct vm *vm);
+
+/* Ends the VM with `status` (first caller wins). Safe from any thread. */
+void vm_request_stop(struct vm *vm, int status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Drives an IOAPIC/PIC input line (KVM_IRQ_LINE). */
+void vm_set_irq_line(struct vm *vm, unsigned gsi, int level);
+
+#endif

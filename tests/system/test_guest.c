@@ -1,0 +1,158 @@
+/*
+ * Real Linux guests through `cvisor run` and cvisor-vmm: our kernel boots (vmlinux via PVH and
+ * bzImage via the 64-bit boot protocol), sees the vCPUs and memory it was given, runs the command
+ * and reports its exit status; guest power-off and reboot map to the VMM's documented statuses.
+ * Runs wherever /dev/kvm can run Linux: directly, or inside the session's emulated host.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exitcodes.h"
+#include "sys.h"
+
+static char *kernel_release(void)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/kernel.release", sys_kernel_dir());
+	FILE *f = fopen(path, "r");
+	cr_assert_not_null(f, "%s", path);
+	static char rel[128];
+	cr_assert_not_null(fgets(rel, sizeof(rel), f));
+	fclose(f);
+	return rel;   /* with its newline, as uname prints it */
+}
+
+#define RUN "'%s/cvisor' run"
+
+Test(guest, uname_r_prints_our_kernel_release, .timeout = 300)
+{
+	struct sys_result r = sys_guest_host(RUN " -- uname -r", sys_build());
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, kernel_release());
+	sys_free(&r);
+}
+
+Test(guest, uname_a_is_the_demo, .timeout = 300)
+{
+	struct sys_result r = sys_guest_host(RUN " -- uname -a", sys_build());
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	char want[256];
+	snprintf(want, sizeof(want), "Linux cvisor %.*s", (int)strcspn(kernel_release(), "\n"),
+		 kernel_release());
+	cr_assert(strncmp(r.out, want, strlen(want)) == 0, "got: %s", r.out);
+	cr_assert_eq(sys_lines(r.out), 1, "only the command's output: %s", r.out);
+	sys_free(&r);
+}
+
+Test(guest, two_cpus_are_seen, .timeout = 300)
+{
+	struct sys_result r = sys_guest_host(RUN " --cpus 2 -- sh -c 'nproc; grep -c ^processor "
+					     "/proc/cpuinfo'", sys_build());
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, "2\n2\n");
+	sys_free(&r);
+}
+
+Test(guest, memory_1024_is_seen, .timeout = 300)
+{
+	struct sys_result r = sys_guest_host(RUN " --memory 1024 -- grep MemTotal /proc/meminfo",
+					     sys_build());
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	unsigned long kib = 0;
+	cr_assert_eq(sscanf(r.out, "MemTotal: %lu kB", &kib), 1, "%s", r.out);
+	/* The kernel keeps its own image and reserved areas out of MemTotal: ~1 GiB minus a bit. */
+	cr_assert(kib > 950UL * 1024 && kib <= 1024UL * 1024, "MemTotal %lu kB", kib);
+	sys_free(&r);
+}
+
+Test(guest, exit_status_is_the_commands, .timeout = 300)
+{
+	struct sys_result r = sys_guest_host(RUN " -- sh -c 'echo out; echo err >&2; exit 7'",
+					     sys_build());
+	cr_assert_eq(r.status, 7, "status %d: %s", r.status, r.err);
+	cr_assert(strstr(r.out, "out\n") && strstr(r.out, "err\n"), "%s", r.out);
+	sys_free(&r);
+	r = sys_guest_host(RUN " -- no-such-command", sys_build());
+	cr_assert_eq(r.status, CV_EXIT_NOT_FOUND, "status %d: %s", r.status, r.err);
+	cr_assert(strstr(r.out, "no-such-command"), "%s", r.out);
+	sys_free(&r);
+}
+
+Test(guest, output_is_byte_exact_and_env_workdir_apply, .timeout = 300)
+{
+	struct sys_result r = sys_guest_host(RUN " -e GREETING=hi -w /proc -- sh -c "
+					     "'printf \"%%s|a\\nb\\tc\" \"$GREETING\"; pwd >&2'",
+					     sys_build());
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, "hi|a\nb\tc/proc\n");
+	sys_free(&r);
+}
+
+Test(guest, bzimage_boots_through_the_64bit_protocol, .timeout = 300)
+{
+	struct sys_result r = sys_guest_host(RUN " --kernel '%s/bzImage' -- uname -r", sys_build(),
+					     sys_kernel_dir());
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, kernel_release());
+	sys_free(&r);
+}
+
+Test(guest, vmlinux_boots_through_pvh, .timeout = 300)
+{
+	struct sys_result r = sys_guest_host(RUN " --kernel '%s/vmlinux' -- uname -r", sys_build(),
+					     sys_kernel_dir());
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, kernel_release());
+	sys_free(&r);
+}
+
+/* cvisor-vmm on its own: guest power-off exits 0, guest reboot exits 80. */
+#define VMM_RUN "CVISOR_KVM=direct '%s/cvisor-vmm' --kernel '%s/vmlinux' --initrd " \
+		"'%s/initramfs.cpio' --console none --cmdline 'console=ttyS0 quiet -- %s'"
+
+Test(guest, vmm_exit_status_follows_the_guest, .timeout = 300)
+{
+	struct sys_result r = sys_guest_host(VMM_RUN, sys_build(), sys_kernel_dir(), sys_build(),
+					     "poweroff -f");
+	cr_assert_eq(r.status, CV_EXIT_OK, "poweroff: status %d: %s", r.status, r.err);
+	sys_free(&r);
+	r = sys_guest_host(VMM_RUN, sys_build(), sys_kernel_dir(), sys_build(), "reboot -f");
+	cr_assert_eq(r.status, CV_EXIT_GUEST_REBOOT, "reboot: status %d: %s", r.status, r.err);
+	cr_assert(strstr(r.err, "reset"), "%s", r.err);
+	sys_free(&r);
+}
+
+static void require_emulated_host_mode(void)
+{
+	const char *emu = getenv("CVISOR_TEST_EMUHOST");
+	if (!emu || strcmp(emu, "1") != 0)
+		cr_skip_test("this host's /dev/kvm runs guests directly");
+}
+
+/* On this host itself: cvisor run notices the PVM /dev/kvm and uses the session's host. */
+Test(guest, cvisor_run_falls_back_to_the_emulated_host, .timeout = 300)
+{
+	require_emulated_host_mode();
+	struct sys_result r = sys_host(RUN " -- uname -r", sys_build());
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, kernel_release());
+	cr_assert(strstr(r.err, "running in the emulated host") && strstr(r.err, "slow"), "%s",
+		  r.err);
+	cr_assert_eq(sys_lines(r.err), 1, "one line says why: %s", r.err);
+	sys_free(&r);
+}
+
+Test(guest, vmm_emulated_host_flag_runs_it_there, .timeout = 300)
+{
+	require_emulated_host_mode();
+	struct sys_result r = sys_host("'%s/cvisor-vmm' --emulated-host --kernel '%s/bzImage' "
+				       "--initrd '%s/initramfs.cpio' --cmdline 'console=ttyS0 quiet "
+				       "-- uname -r'", sys_build(), sys_kernel_dir(), sys_build());
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	cr_assert(strstr(r.out, kernel_release()), "%s", r.out);
+	cr_assert(strstr(r.out, "[cvisor-exit - 0]"), "%s", r.out);
+	cr_assert(strstr(r.err, "running inside the emulated host"), "%s", r.err);
+	sys_free(&r);
+}

@@ -284,6 +284,8 @@ static int run_direct(const struct run_options *o, struct cv_error *err)
 		return status;
 	if (vmm_status > 128 && vmm_status < 160)
 		return vmm_status;   /* stopped by a signal: report it like a shell would */
+	if (vmm_status >= CV_EXIT_USAGE && vmm_status <= CV_EXIT_IOERR)
+		return vmm_status;   /* setup failed; cvisor-vmm has said why in one line */
 	if (!marker_filter_started(&f) && f.prelude_len && !o->verbose) {
 		fprintf(stderr, "cvisor: guest console before the failure:\n");
 		cv_write_full(STDERR_FILENO, f.prelude, f.prelude_len);

@@ -80,6 +80,20 @@ Test(guest, exit_status_is_the_commands, .timeout = 300)
 	sys_free(&r);
 }
 
+/* Settings cvisor-vmm refuses come back as its status with its one line, nothing more. */
+Test(guest, run_passes_on_vmm_setup_errors, .timeout = 300)
+{
+	struct sys_result r = sys_guest_host(RUN " --memory 0 -- true", sys_build());
+	cr_assert_eq(r.status, CV_EXIT_USAGE, "status %d: %s", r.status, r.err);
+	cr_assert_eq(sys_lines(r.err), 1, "%s", r.err);
+	cr_assert(strstr(r.err, "--memory '0'"), "%s", r.err);
+	sys_free(&r);
+	r = sys_guest_host(RUN " --kernel /nonexistent -- true", sys_build());
+	cr_assert_eq(r.status, CV_EXIT_NOINPUT, "status %d: %s", r.status, r.err);
+	cr_assert_eq(sys_lines(r.err), 1, "%s", r.err);
+	sys_free(&r);
+}
+
 Test(guest, output_is_byte_exact_and_env_workdir_apply, .timeout = 300)
 {
 	struct sys_result r = sys_guest_host(RUN " -e GREETING=hi -w /proc -- sh -c "

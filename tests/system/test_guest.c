@@ -5,6 +5,8 @@
  * Runs wherever /dev/kvm can run Linux: directly, or inside the session's emulated host.
  */
 #include <criterion/criterion.h>
+#include <elf.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +119,58 @@ Test(guest, vmlinux_boots_through_pvh, .timeout = 300)
 {
 	struct sys_result r = sys_guest_host(RUN " --kernel '%s/vmlinux' -- uname -r", sys_build(),
 					     sys_kernel_dir());
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, kernel_release());
+	sys_free(&r);
+}
+
+/*
+ * A copy of our vmlinux with its Xen PVH note renamed, so the loader must fall back to the
+ * 64-bit boot protocol at the ELF entry point (the Firecracker-style vmlinux boot).
+ */
+static char *vmlinux_without_pvh_note(void)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/vmlinux", sys_kernel_dir());
+	FILE *f = fopen(path, "rb");
+	cr_assert_not_null(f, "%s", path);
+	fseek(f, 0, SEEK_END);
+	long len = ftell(f);
+	rewind(f);
+	unsigned char *img = malloc((size_t)len);
+	cr_assert_eq(fread(img, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	Elf64_Ehdr *eh = (Elf64_Ehdr *)img;
+	int patched = 0;
+	for (int i = 0; i < eh->e_phnum; i++) {
+		Elf64_Phdr *ph = (Elf64_Phdr *)(img + eh->e_phoff + (size_t)i * sizeof(*ph));
+		if (ph->p_type != PT_NOTE)
+			continue;
+		for (size_t off = 0; off + 12 <= ph->p_filesz;) {
+			Elf64_Nhdr *nh = (Elf64_Nhdr *)(img + ph->p_offset + off);
+			char *name = (char *)(nh + 1);
+			if (nh->n_type == 18 && nh->n_namesz == 4 && memcmp(name, "Xen", 4) == 0) {
+				memcpy(name, "Nop", 4);
+				patched++;
+			}
+			off += 12 + ((nh->n_namesz + 3) & ~3u) + ((nh->n_descsz + 3) & ~3u);
+		}
+	}
+	cr_assert_eq(patched, 1, "our vmlinux has exactly one PVH note");
+	static char out[] = "/tmp/cvisor-test-vmlinux-nopvh-XXXXXX";
+	int fd = mkstemp(out);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, img, (size_t)len), len);
+	close(fd);
+	free(img);
+	return out;
+}
+
+Test(guest, vmlinux_without_pvh_boots_through_the_64bit_protocol, .timeout = 300)
+{
+	char *k = vmlinux_without_pvh_note();
+	struct sys_result r = sys_guest_host(RUN " --kernel '%s' -- uname -r", sys_build(), k);
+	unlink(k);
 	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
 	cr_assert_str_eq(r.out, kernel_release());
 	sys_free(&r);

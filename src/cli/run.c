@@ -231,7 +231,7 @@ static int run_direct(const struct run_options *o, struct cv_error *err)
 	char *args[] = {
 		vmm, "--kernel", kernel, "--initrd", initrd, "--initrd", request_path,
 		"--cmdline", cmdline, "--cpus", (char *)o->cpus, "--memory", (char *)o->memory,
-		"--console", "stdio", NULL,
+		"--console", "stdio", "--rng", NULL,
 	};
 
 	int pipefd[2];

@@ -27,6 +27,8 @@
 #define LAYOUT_HIGH_MEMORY    0x100000ULL  /* kernels are loaded from 1 MiB up */
 
 #define LAYOUT_MMIO_HOLE      0xc0000000ULL  /* RAM stops here below 4 GiB */
+#define LAYOUT_PCI_WINDOW     0xc0000000ULL  /* 32-bit PCI BARs */
+#define LAYOUT_PCI_WINDOW_SIZE 0x10000000ULL
 #define LAYOUT_4GIB           0x100000000ULL
 #define LAYOUT_IOAPIC         0xfec00000ULL
 #define LAYOUT_LAPIC          0xfee00000ULL

@@ -31,6 +31,7 @@ static void usage(FILE *out)
 		"  --cmdline STRING       kernel command line (default \"%s\")\n"
 		"  --cpus N               vCPUs, 1..%d and at most what KVM allows (default 1)\n"
 		"  --memory MiB           guest RAM, at least %d MiB and at most the host's (default %d)\n"
+		"  --rng                  add a virtio-rng entropy device\n"
 		"  --console stdio|file:PATH|none\n"
 		"                         where the serial console goes (default stdio; on a terminal,\n"
 		"                         Ctrl-A x quits)\n"
@@ -53,7 +54,7 @@ struct options {
 static int parse_args(int argc, char **argv, struct options *o, struct cv_error *err)
 {
 	enum { OPT_KERNEL = 1, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE,
-	       OPT_EMUHOST, OPT_HELP, OPT_VERSION };
+	       OPT_EMUHOST, OPT_RNG, OPT_HELP, OPT_VERSION };
 	static const struct option longopts[] = {
 		{ "kernel", required_argument, NULL, OPT_KERNEL },
 		{ "initrd", required_argument, NULL, OPT_INITRD },
@@ -62,6 +63,7 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 		{ "memory", required_argument, NULL, OPT_MEMORY },
 		{ "console", required_argument, NULL, OPT_CONSOLE },
 		{ "emulated-host", no_argument, NULL, OPT_EMUHOST },
+		{ "rng", no_argument, NULL, OPT_RNG },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -112,6 +114,9 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 			break;
 		case OPT_EMUHOST:
 			o->emulated_host = true;
+			break;
+		case OPT_RNG:
+			o->vm.devices.rng = true;
 			break;
 		case OPT_HELP:
 			usage(stdout);

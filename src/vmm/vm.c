@@ -140,6 +140,7 @@ int vm_init(struct vm *vm, const struct vm_config *cfg, struct cv_error *err)
 {
 	memset(vm, 0, sizeof(*vm));
 	vm->kvm.fd = vm->fd = vm->stop_eventfd = vm->uart_drained_eventfd = -1;
+	vm->loop.epfd = vm->loop.wake_fd = -1;
 	vm->console.out_fd = vm->console.in_fd = -1;
 	io_bus_init(&vm->pio, "port I/O");
 	io_bus_init(&vm->mmio, "MMIO");
@@ -167,6 +168,10 @@ int vm_init(struct vm *vm, const struct vm_config *cfg, struct cv_error *err)
 		return cv_fail_errno(err, CV_EXIT_OSERR, "eventfd");
 	if (create_irqchip(vm, err) < 0)
 		return -1;
+	int routes = ioctl(vm->kvm.fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQ_ROUTING);
+	if (irq_routing_init(&vm->irq, vm->fd, routes > 0 ? (unsigned)routes : GSI_COUNT, err) < 0 ||
+	    evloop_init(&vm->loop, err) < 0)
+		return -1;
 	if (guest_memory_init(&vm->mem, cfg->memory_bytes, err) < 0 ||
 	    guest_memory_register(&vm->mem, vm->fd, err) < 0)
 		return -1;
@@ -174,6 +179,10 @@ int vm_init(struct vm *vm, const struct vm_config *cfg, struct cv_error *err)
 		return -1;
 	if (create_devices(vm, err) < 0 || write_tables(vm, err) < 0 ||
 	    cpu_write_boot_tables(&vm->mem, err) < 0)
+		return -1;
+	if (pci_bus_init(&vm->pci, &vm->pio, &vm->mmio, LAYOUT_PCI_WINDOW, LAYOUT_PCI_WINDOW_SIZE,
+			 err) < 0 ||
+	    vm_devices_create(vm, &cfg->devices, err) < 0)
 		return -1;
 
 	vm->vcpus = calloc(vm->n_vcpus, sizeof(*vm->vcpus));
@@ -220,6 +229,8 @@ int vm_run(struct vm *vm, struct cv_error *err)
 		return cv_fail_errno(err, CV_EXIT_OSERR, "signalfd");
 	}
 	int rc = vcpu_signals_init(err);
+	if (rc == 0)
+		rc = evloop_start(&vm->loop, "io", err);
 	for (unsigned i = 0; rc == 0 && i < vm->n_vcpus; i++)
 		rc = vcpu_start(&vm->vcpus[i], err);
 	if (rc < 0)
@@ -274,6 +285,7 @@ int vm_run(struct vm *vm, struct cv_error *err)
 
 	for (unsigned i = 0; i < vm->n_vcpus; i++)
 		vcpu_join(&vm->vcpus[i]);
+	evloop_stop(&vm->loop);
 	close(sfd);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	console_close(&vm->console);
@@ -288,6 +300,12 @@ void vm_destroy(struct vm *vm)
 	}
 	free(vm->vcpus);
 	vm->vcpus = NULL;
+	evloop_stop(&vm->loop);
+	vm_devices_destroy(vm);
+	pci_bus_destroy(&vm->pci);
+	evloop_destroy(&vm->loop);
+	if (vm->irq.entries)
+		irq_routing_destroy(&vm->irq);
 	console_close(&vm->console);
 	uart_destroy(&vm->uart);
 	pthread_mutex_destroy(&vm->acpi_pm.lock);

@@ -15,12 +15,16 @@
 
 #include "boot/boot.h"
 #include "console.h"
+#include "devices.h"
 #include "devices/acpi_pm.h"
 #include "devices/bus.h"
 #include "devices/i8042.h"
 #include "devices/uart.h"
+#include "evloop.h"
+#include "irq.h"
 #include "kvm.h"
 #include "memory.h"
+#include "pci/pci.h"
 
 #define VM_MAX_VCPUS 254     /* xAPIC IDs 0..253; the IOAPIC takes the next ID */
 #define VM_MIN_MEMORY_MIB 32
@@ -31,6 +35,7 @@ struct vm_config {
 	unsigned cpus;
 	uint64_t memory_bytes;
 	struct console_config console;
+	struct device_config devices;
 };
 
 struct vm {
@@ -48,6 +53,12 @@ struct vm {
 	struct i8042 i8042;
 	struct acpi_pm acpi_pm;
 	uint64_t rsdp_gpa;
+
+	struct evloop loop;          /* the I/O thread */
+	struct irq_routing irq;
+	struct pci_bus pci;
+	struct vm_virtio *virtio[VM_MAX_VIRTIO];
+	unsigned n_virtio;
 
 	/* Stop protocol: the first vm_request_stop wins (under stop_lock) and wakes the main loop. */
 	pthread_mutex_t stop_lock;

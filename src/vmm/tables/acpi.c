@@ -6,6 +6,7 @@
 
 #include <string.h>
 
+#include "aml.h"
 #include "bytes.h"
 #include "layout.h"
 #include "util.h"
@@ -72,13 +73,65 @@ static void gas_io(uint8_t *p, uint16_t port, uint8_t bits, uint8_t access_size)
 	put_le64(p + 4, port);
 }
 
-/* AML for: Name (_S5, Package (4) { 5, 0, 0, 0 }) - the sleep type the guest writes for S5. */
-static const uint8_t dsdt_aml[] = {
-	0x08, '_', 'S', '5', '_',          /* NameOp "_S5_" */
-	0x12, 0x07, 0x04,                  /* PackageOp, PkgLength 7, 4 elements */
-	0x0a, ACPI_S5_SLEEP_TYPE,          /* BytePrefix 5 */
-	0x00, 0x00, 0x00,                  /* ZeroOp x3 */
-};
+static void put16(uint8_t *p, uint16_t v)
+{
+	put_le16(p, v);
+}
+
+/* WordBusNumber / WordIO: a 16-bit address space descriptor the bridge produces. */
+static void word_space(struct aml *a, uint8_t type, uint8_t type_flags, uint16_t min,
+		       uint16_t max)
+{
+	uint8_t d[16] = { 0x88, 13, 0, type, 0x0c /* min and max fixed */, type_flags };
+	put16(d + 8, min);
+	put16(d + 10, max);
+	put16(d + 14, (uint16_t)(max - min + 1));
+	aml_bytes(a, d, sizeof(d));
+}
+
+/*
+ * The DSDT: the _S5 sleep package our PM1a control register expects, and the PCI root bridge
+ * (PNP0A03) with the windows it decodes. With ACPI on, Linux scans only the root bridges the
+ * DSDT names: without this one it would never see the devices on bus 0.
+ */
+static void build_dsdt(struct aml *a)
+{
+	aml_name(a, "_S5_");
+	aml_package(a, 4);
+	aml_integer(a, ACPI_S5_SLEEP_TYPE);
+	aml_integer(a, 0);
+	aml_integer(a, 0);
+	aml_integer(a, 0);
+	aml_end(a);
+
+	aml_scope(a, "\\_SB_");
+	aml_device(a, "PCI0");
+	aml_name(a, "_HID");
+	aml_eisaid(a, "PNP0A03");
+	aml_name(a, "_UID");
+	aml_integer(a, 0);
+	aml_name(a, "_SEG");
+	aml_integer(a, 0);
+	aml_name(a, "_BBN");
+	aml_integer(a, 0);
+	aml_name(a, "_CRS");
+	aml_buffer(a);
+	word_space(a, 2, 0, 0, 0);                       /* bus 0 only */
+	static const uint8_t conf1[8] = { 0x47, 1, 0xf8, 0x0c, 0xf8, 0x0c, 1, 8 };
+	aml_bytes(a, conf1, sizeof(conf1));               /* the config ports themselves */
+	word_space(a, 1, 3, 0x0000, 0x0cf7);             /* I/O below and above them */
+	word_space(a, 1, 3, 0x0d00, 0xffff);
+	uint8_t mem[26] = { 0x87, 23, 0, 0 /* memory */, 0x0c, 1 /* read-write */ };
+	put_le32(mem + 10, (uint32_t)LAYOUT_PCI_WINDOW);
+	put_le32(mem + 14, (uint32_t)(LAYOUT_PCI_WINDOW + LAYOUT_PCI_WINDOW_SIZE - 1));
+	put_le32(mem + 22, (uint32_t)LAYOUT_PCI_WINDOW_SIZE);
+	aml_bytes(a, mem, sizeof(mem));
+	static const uint8_t end_tag[2] = { 0x79, 0 };
+	aml_bytes(a, end_tag, sizeof(end_tag));
+	aml_end(a);                                       /* _CRS buffer */
+	aml_end(a);                                       /* PCI0 */
+	aml_end(a);                                       /* \_SB */
+}
 
 int acpi_build(const struct acpi_params *p, uint8_t *buf, size_t cap, size_t *len,
 	       struct cv_error *err)
@@ -90,13 +143,22 @@ int acpi_build(const struct acpi_params *p, uint8_t *buf, size_t cap, size_t *le
 	uint8_t *xsdt = rsdp ? alloc_table(&o, ACPI_HEADER_SIZE + 2 * 8, &xsdt_gpa, err) : NULL;
 	uint8_t *fadt = xsdt ? alloc_table(&o, ACPI_FADT_SIZE, &fadt_gpa, err) : NULL;
 	uint8_t *facs = fadt ? alloc_table(&o, ACPI_FACS_SIZE, &facs_gpa, err) : NULL;
-	uint32_t dsdt_len = ACPI_HEADER_SIZE + sizeof(dsdt_aml);
+	struct aml aml;
+	aml_init(&aml);
+	build_dsdt(&aml);
+	if (aml.failed || aml.depth) {
+		aml_free(&aml);
+		return cv_fail(err, CV_EXIT_SOFTWARE, "DSDT: AML construction failed");
+	}
+	uint32_t dsdt_len = ACPI_HEADER_SIZE + (uint32_t)aml.len;
 	uint8_t *dsdt = facs ? alloc_table(&o, dsdt_len, &dsdt_gpa, err) : NULL;
 	/* MADT: header, LAPIC address + flags, n local APICs, IOAPIC, SCI override, LAPIC NMI. */
 	uint32_t madt_len = ACPI_HEADER_SIZE + 8 + 8 * p->n_cpus + 12 + 10 + 6;
 	uint8_t *madt = dsdt ? alloc_table(&o, madt_len, &madt_gpa, err) : NULL;
-	if (!madt)
+	if (!madt) {
+		aml_free(&aml);
 		return -1;
+	}
 
 	/* FACS: no firmware waking vector, no global lock owner; it has no checksum. */
 	memcpy(facs, "FACS", 4);
@@ -105,7 +167,8 @@ int acpi_build(const struct acpi_params *p, uint8_t *buf, size_t cap, size_t *le
 
 	/* DSDT */
 	header(dsdt, "DSDT", dsdt_len, 2);
-	memcpy(dsdt + ACPI_HEADER_SIZE, dsdt_aml, sizeof(dsdt_aml));
+	memcpy(dsdt + ACPI_HEADER_SIZE, aml.p, aml.len);
+	aml_free(&aml);
 	finish(dsdt, dsdt_len);
 
 	/* FADT, revision 6. SMI_CMD 0: the machine is always in ACPI mode, nothing to enable. */

@@ -1,0 +1,70 @@
+/*
+ * The VM's configurable devices: what the user asked for (struct device_config, filled from
+ * the command line) and their instances on the PCI bus. Fixed platform devices (UART, power,
+ * PCI host bridge) are not configurable and live in vm.c.
+ */
+#ifndef CVISOR_VMM_DEVICES_H
+#define CVISOR_VMM_DEVICES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "virtio/virtio_pci.h"
+
+#define VM_MAX_DISKS 16
+#define VM_MAX_NETS 8
+#define VM_MAX_VIRTIO 32
+
+struct disk_config {
+	const char *path;
+	bool read_only;
+	const char *serial;          /* NULL: derived from the image path */
+};
+
+struct net_config {
+	const char *tap;             /* TAP interface name to open (or create) */
+	int tap_fd;                  /* or an already open TAP fd (-1: none) */
+	uint8_t mac[6];
+	bool has_mac;
+};
+
+struct vsock_config {
+	bool enabled;
+	uint32_t cid;
+	const char *uds_path;
+};
+
+struct balloon_config {
+	bool enabled;
+	bool deflate_on_oom;
+	unsigned stats_interval_s;   /* 0: no statistics queue */
+	bool free_page_reporting;
+};
+
+struct device_config {
+	bool rng;
+	struct disk_config disks[VM_MAX_DISKS];
+	unsigned n_disks;
+	struct net_config nets[VM_MAX_NETS];
+	unsigned n_nets;
+	struct vsock_config vsock;
+	struct balloon_config balloon;
+};
+
+/* One virtio device on the PCI bus, with whatever owns its backend. */
+struct vm_virtio {
+	struct virtio_pci transport;
+	struct virtio_dev *dev;
+	void *owner;                 /* the device object (struct virtio_rng ...) */
+	void (*destroy)(void *owner);
+};
+
+struct vm;
+
+/* Creates every configured device and plugs it into the PCI bus. */
+int vm_devices_create(struct vm *vm, const struct device_config *cfg, struct cv_error *err);
+/* Resets and frees them (after the vCPUs and the I/O thread stopped). */
+void vm_devices_destroy(struct vm *vm);
+
+#endif

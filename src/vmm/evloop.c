@@ -1,0 +1,112 @@
+/*
+ * epoll I/O thread (see evloop.h).
+ */
+#include "evloop.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+int evloop_init(struct evloop *l, struct cv_error *err)
+{
+	memset(l, 0, sizeof(*l));
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (l->epfd < 0)
+		return cv_fail_errno(err, CV_EXIT_OSERR, "epoll_create1");
+	l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (l->wake_fd < 0) {
+		close(l->epfd);
+		return cv_fail_errno(err, CV_EXIT_OSERR, "eventfd");
+	}
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wake_fd, &ev) < 0) {
+		close(l->wake_fd);
+		close(l->epfd);
+		return cv_fail_errno(err, CV_EXIT_OSERR, "epoll_ctl");
+	}
+	return 0;
+}
+
+void evloop_destroy(struct evloop *l)
+{
+	evloop_stop(l);
+	if (l->wake_fd >= 0)
+		close(l->wake_fd);
+	if (l->epfd >= 0)
+		close(l->epfd);
+	l->wake_fd = l->epfd = -1;
+}
+
+int evloop_add(struct evloop *l, struct evloop_handler *h, uint32_t events, struct cv_error *err)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = h };
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, h->fd, &ev) < 0)
+		return cv_fail_errno(err, CV_EXIT_OSERR, "epoll add fd %d", h->fd);
+	return 0;
+}
+
+int evloop_modify(struct evloop *l, struct evloop_handler *h, uint32_t events,
+		  struct cv_error *err)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = h };
+	if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, h->fd, &ev) < 0)
+		return cv_fail_errno(err, CV_EXIT_OSERR, "epoll modify fd %d", h->fd);
+	return 0;
+}
+
+void evloop_remove(struct evloop *l, struct evloop_handler *h)
+{
+	epoll_ctl(l->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+}
+
+static void *loop_thread(void *arg)
+{
+	struct evloop *l = arg;
+	/* Process signals belong to the main loop; the vCPU kick signal is not ours either. */
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	struct epoll_event evs[32];
+	while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
+		int n = epoll_wait(l->epfd, evs, 32, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			struct evloop_handler *h = evs[i].data.ptr;
+			if (h)
+				h->fn(h->opaque, evs[i].events);
+		}
+	}
+	return NULL;
+}
+
+int evloop_start(struct evloop *l, const char *name, struct cv_error *err)
+{
+	int rc = pthread_create(&l->thread, NULL, loop_thread, l);
+	if (rc) {
+		errno = rc;
+		return cv_fail_errno(err, CV_EXIT_OSERR, "start I/O thread");
+	}
+	pthread_setname_np(l->thread, name);
+	l->running = true;
+	return 0;
+}
+
+void evloop_stop(struct evloop *l)
+{
+	if (!l->running)
+		return;
+	__atomic_store_n(&l->stop, true, __ATOMIC_RELEASE);
+	uint64_t one = 1;
+	if (write(l->wake_fd, &one, sizeof(one)) < 0) {
+		/* the counter is far from overflow; nothing else can fail here */
+	}
+	pthread_join(l->thread, NULL);
+	l->running = false;
+}

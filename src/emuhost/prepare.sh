@@ -16,6 +16,9 @@ virtio_pci
 virtio_net
 9pnet_virtio
 9p
+tun
+veth
+bridge
 '
 
 say() { echo "emuhost prepare: $*" >&2; }
@@ -41,10 +44,12 @@ if [ -z "$pkg" ]; then
     die "cannot resolve the kernel package behind linux-image-amd64 (run 'apt-get update' first)"
 fi
 release=${pkg#linux-image-}
-out=$cache/$release
+# The module list is part of the key: changing it prepares a fresh copy.
+modkey=$(printf '%s' "$MODULES" | sha256sum | cut -c1-8)
+out=$cache/$release-$modkey
 
 point_current() {
-    ln -sfn "$release" "$cache/current.$$"
+    ln -sfn "$release-$modkey" "$cache/current.$$"
     mv -T "$cache/current.$$" "$cache/current"
 }
 

@@ -7,11 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "virtio/balloon.h"
+#include "virtio/blk.h"
+#include "virtio/net.h"
 #include "virtio/rng.h"
+#include "virtio/vsock.h"
 #include "vm.h"
 
-/* Wraps a ready virtio device in a PCI function and records it for teardown. */
-static int plug(struct vm *vm, struct virtio_dev *dev, void *owner, void (*destroy)(void *),
+int vm_virtio_plug(struct vm *vm, struct virtio_dev *dev, void *owner, void (*destroy)(void *),
 		struct cv_error *err)
 {
 	if (vm->n_virtio == VM_MAX_VIRTIO) {
@@ -47,12 +50,22 @@ static int add_rng(struct vm *vm, struct cv_error *err)
 	if (!r)
 		return cv_fail(err, CV_EXIT_OSERR, "out of memory");
 	virtio_rng_init(r, &vm->mem, &vm->loop);
-	return plug(vm, &r->dev, r, rng_destroy, err);
+	return vm_virtio_plug(vm, &r->dev, r, rng_destroy, err);
 }
 
 int vm_devices_create(struct vm *vm, const struct device_config *cfg, struct cv_error *err)
 {
 	if (cfg->rng && add_rng(vm, err) < 0)
+		return -1;
+	for (unsigned i = 0; i < cfg->n_disks; i++)
+		if (virtio_blk_add(vm, &cfg->disks[i], i, err) < 0)
+			return -1;
+	for (unsigned i = 0; i < cfg->n_nets; i++)
+		if (virtio_net_add(vm, &cfg->nets[i], i, err) < 0)
+			return -1;
+	if (cfg->vsock.enabled && virtio_vsock_add(vm, &cfg->vsock, err) < 0)
+		return -1;
+	if (cfg->balloon.enabled && virtio_balloon_add(vm, &cfg->balloon, err) < 0)
 		return -1;
 	return 0;
 }

@@ -37,6 +37,7 @@ struct vsock_config {
 
 struct balloon_config {
 	bool enabled;
+	uint32_t target_mib;         /* initial balloon size the guest is asked to give back */
 	bool deflate_on_oom;
 	unsigned stats_interval_s;   /* 0: no statistics queue */
 	bool free_page_reporting;
@@ -61,6 +62,13 @@ struct vm_virtio {
 };
 
 struct vm;
+
+/*
+ * Wraps a ready virtio device in a PCI function and records it for teardown; on failure the
+ * owner is destroyed. Device constructors (virtio_*_add) end with this.
+ */
+int vm_virtio_plug(struct vm *vm, struct virtio_dev *dev, void *owner, void (*destroy)(void *),
+		   struct cv_error *err);
 
 /* Creates every configured device and plugs it into the PCI bus. */
 int vm_devices_create(struct vm *vm, const struct device_config *cfg, struct cv_error *err);

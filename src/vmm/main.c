@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "devopts.h"
 #include "exitcodes.h"
 #include "kvm_probe.h"
 #include "util.h"
@@ -32,6 +33,15 @@ static void usage(FILE *out)
 		"  --cpus N               vCPUs, 1..%d and at most what KVM allows (default 1)\n"
 		"  --memory MiB           guest RAM, at least %d MiB and at most the host's (default %d)\n"
 		"  --rng                  add a virtio-rng entropy device\n"
+		"  --disk PATH[,ro][,serial=ID]\n"
+		"                         add a virtio-blk disk backed by a raw image (repeat for more)\n"
+		"  --net tap=NAME|fd=N[,mac=MAC]\n"
+		"                         add a virtio-net NIC on a TAP device (repeat for more)\n"
+		"  --vsock cid=N,uds=PATH add virtio-vsock; host side is the Unix socket PATH\n"
+		"                         (connect and send \"CONNECT <port>\\n\"; guest connections to port P\n"
+		"                         go to PATH_P)\n"
+		"  --balloon [size=MiB][,deflate-on-oom][,stats=SECONDS][,free-page-reporting]\n"
+		"                         add virtio-balloon, optionally inflated to size MiB at boot\n"
 		"  --console stdio|file:PATH|none\n"
 		"                         where the serial console goes (default stdio; on a terminal,\n"
 		"                         Ctrl-A x quits)\n"
@@ -54,7 +64,8 @@ struct options {
 static int parse_args(int argc, char **argv, struct options *o, struct cv_error *err)
 {
 	enum { OPT_KERNEL = 1, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE,
-	       OPT_EMUHOST, OPT_RNG, OPT_HELP, OPT_VERSION };
+	       OPT_EMUHOST, OPT_RNG, OPT_DISK, OPT_NET, OPT_VSOCK, OPT_BALLOON, OPT_HELP,
+	       OPT_VERSION };
 	static const struct option longopts[] = {
 		{ "kernel", required_argument, NULL, OPT_KERNEL },
 		{ "initrd", required_argument, NULL, OPT_INITRD },
@@ -64,6 +75,10 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 		{ "console", required_argument, NULL, OPT_CONSOLE },
 		{ "emulated-host", no_argument, NULL, OPT_EMUHOST },
 		{ "rng", no_argument, NULL, OPT_RNG },
+		{ "disk", required_argument, NULL, OPT_DISK },
+		{ "net", required_argument, NULL, OPT_NET },
+		{ "vsock", required_argument, NULL, OPT_VSOCK },
+		{ "balloon", optional_argument, NULL, OPT_BALLOON },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{ NULL, 0, NULL, 0 },
@@ -118,6 +133,30 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 		case OPT_RNG:
 			o->vm.devices.rng = true;
 			break;
+		case OPT_DISK:
+			if (o->vm.devices.n_disks == VM_MAX_DISKS)
+				return cv_fail(err, CV_EXIT_USAGE, "at most %d --disk", VM_MAX_DISKS);
+			if (devopts_disk(optarg, &o->vm.devices.disks[o->vm.devices.n_disks++], err) < 0)
+				return -1;
+			break;
+		case OPT_NET:
+			if (o->vm.devices.n_nets == VM_MAX_NETS)
+				return cv_fail(err, CV_EXIT_USAGE, "at most %d --net", VM_MAX_NETS);
+			if (devopts_net(optarg, &o->vm.devices.nets[o->vm.devices.n_nets++], err) < 0)
+				return -1;
+			break;
+		case OPT_VSOCK:
+			if (o->vm.devices.vsock.enabled)
+				return cv_fail(err, CV_EXIT_USAGE, "only one --vsock");
+			if (devopts_vsock(optarg, &o->vm.devices.vsock, err) < 0)
+				return -1;
+			break;
+		case OPT_BALLOON: {
+			char empty[1] = "";
+			if (devopts_balloon(optarg ? optarg : empty, &o->vm.devices.balloon, err) < 0)
+				return -1;
+			break;
+		}
 		case OPT_HELP:
 			usage(stdout);
 			exit(0);

@@ -29,6 +29,7 @@
 
 #define RUN_DEFAULT_MEMORY "256"
 #define RUN_MAX_ENV 256
+#define RUN_MAX_DEVICE_ARGS 64
 #define RUN_CMDLINE "console=ttyS0 panic=-1"
 
 struct run_options {
@@ -40,6 +41,8 @@ struct run_options {
 	const char *workdir;
 	const char *env[RUN_MAX_ENV];
 	int n_env;
+	char *device_args[RUN_MAX_DEVICE_ARGS];   /* passed to cvisor-vmm as given */
+	int n_device_args;
 	bool verbose;
 	char **command;   /* NULL-terminated */
 };
@@ -57,6 +60,9 @@ static void usage(FILE *out)
 		"  --initrd PATH       initramfs whose /init is cvisor-init (default: cvisor's own)\n"
 		"  -e, --env K=V       set an environment variable for COMMAND (repeatable)\n"
 		"  -w, --workdir DIR   working directory of COMMAND in the guest (default /)\n"
+		"  --disk PATH[,ro][,serial=ID]   attach a raw disk image (repeatable)\n"
+		"  --net tap=NAME[,mac=MAC]       attach a NIC on a TAP device (repeatable)\n"
+		"  --balloon [SPEC]    attach a memory balloon (see cvisor-vmm --help)\n"
 		"  --cmdline-extra S   append S to the kernel command line\n"
 		"  -v, --verbose       show the guest kernel's console messages on stderr\n"
 		"\n"
@@ -67,13 +73,17 @@ static void usage(FILE *out)
 
 static int parse(int argc, char **argv, struct run_options *o, struct cv_error *err)
 {
-	enum { OPT_CPUS = 1, OPT_MEMORY, OPT_KERNEL, OPT_INITRD, OPT_EXTRA, OPT_HELP };
+	enum { OPT_CPUS = 1, OPT_MEMORY, OPT_KERNEL, OPT_INITRD, OPT_EXTRA, OPT_HELP, OPT_DISK,
+	       OPT_NET, OPT_BALLOON };
 	static const struct option longopts[] = {
 		{ "cpus", required_argument, NULL, OPT_CPUS },
 		{ "memory", required_argument, NULL, OPT_MEMORY },
 		{ "kernel", required_argument, NULL, OPT_KERNEL },
 		{ "initrd", required_argument, NULL, OPT_INITRD },
 		{ "cmdline-extra", required_argument, NULL, OPT_EXTRA },
+		{ "disk", required_argument, NULL, OPT_DISK },
+		{ "net", required_argument, NULL, OPT_NET },
+		{ "balloon", optional_argument, NULL, OPT_BALLOON },
 		{ "env", required_argument, NULL, 'e' },
 		{ "workdir", required_argument, NULL, 'w' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -94,6 +104,18 @@ static int parse(int argc, char **argv, struct run_options *o, struct cv_error *
 		case OPT_KERNEL: o->kernel = optarg; break;
 		case OPT_INITRD: o->initrd = optarg; break;
 		case OPT_EXTRA: o->cmdline_extra = optarg; break;
+		case OPT_DISK:
+		case OPT_NET:
+		case OPT_BALLOON: {
+			/* cvisor-vmm validates these; we only carry them over, as --opt=VALUE. */
+			if (o->n_device_args == RUN_MAX_DEVICE_ARGS)
+				return cv_fail(err, CV_EXIT_USAGE, "too many device options");
+			const char *name = c == OPT_DISK ? "disk" : c == OPT_NET ? "net" : "balloon";
+			if (asprintf(&o->device_args[o->n_device_args++], "--%s%s%s", name,
+				     optarg ? "=" : "", optarg ? optarg : "") < 0)
+				return cv_fail(err, CV_EXIT_OSERR, "out of memory");
+			break;
+		}
 		case 'w': o->workdir = optarg; break;
 		case 'v': o->verbose = true; break;
 		case 'e':
@@ -228,11 +250,15 @@ static int run_direct(const struct run_options *o, struct cv_error *err)
 		close(req_fd);
 		return -1;
 	}
-	char *args[] = {
+	char *args[32 + RUN_MAX_DEVICE_ARGS] = {
 		vmm, "--kernel", kernel, "--initrd", initrd, "--initrd", request_path,
 		"--cmdline", cmdline, "--cpus", (char *)o->cpus, "--memory", (char *)o->memory,
-		"--console", "stdio", "--rng", NULL,
+		"--console", "stdio", "--rng",
 	};
+	int n_args = 16;
+	for (int i = 0; i < o->n_device_args; i++)
+		args[n_args++] = o->device_args[i];
+	args[n_args] = NULL;
 
 	int pipefd[2];
 	if (pipe2(pipefd, O_CLOEXEC) < 0) {

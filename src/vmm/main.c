@@ -45,6 +45,7 @@ static void usage(FILE *out)
 		"  --console stdio|file:PATH|none\n"
 		"                         where the serial console goes (default stdio; on a terminal,\n"
 		"                         Ctrl-A x quits)\n"
+		"  --api-sock PATH        serve the control API (HTTP+JSON) on the Unix socket PATH\n"
 		"  --emulated-host        if /dev/kvm cannot run a guest here (PVM, or none), run this\n"
 		"                         command inside cvisor's emulated host instead (slow)\n"
 		"  --help, --version\n"
@@ -64,7 +65,7 @@ struct options {
 static int parse_args(int argc, char **argv, struct options *o, struct cv_error *err)
 {
 	enum { OPT_KERNEL = 1, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE,
-	       OPT_EMUHOST, OPT_RNG, OPT_DISK, OPT_NET, OPT_VSOCK, OPT_BALLOON, OPT_HELP,
+	       OPT_EMUHOST, OPT_API_SOCK, OPT_RNG, OPT_DISK, OPT_NET, OPT_VSOCK, OPT_BALLOON, OPT_HELP,
 	       OPT_VERSION };
 	static const struct option longopts[] = {
 		{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -75,6 +76,7 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 		{ "console", required_argument, NULL, OPT_CONSOLE },
 		{ "emulated-host", no_argument, NULL, OPT_EMUHOST },
 		{ "rng", no_argument, NULL, OPT_RNG },
+		{ "api-sock", required_argument, NULL, OPT_API_SOCK },
 		{ "disk", required_argument, NULL, OPT_DISK },
 		{ "net", required_argument, NULL, OPT_NET },
 		{ "vsock", required_argument, NULL, OPT_VSOCK },
@@ -132,6 +134,9 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 			break;
 		case OPT_RNG:
 			o->vm.devices.rng = true;
+			break;
+		case OPT_API_SOCK:
+			o->vm.api_sock = optarg;
 			break;
 		case OPT_DISK:
 			if (o->vm.devices.n_disks == VM_MAX_DISKS)

@@ -16,6 +16,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "boot/cpu_state.h"
 #include "cpuid.h"
 #include "layout.h"
@@ -141,6 +142,8 @@ int vm_init(struct vm *vm, const struct vm_config *cfg, struct cv_error *err)
 	memset(vm, 0, sizeof(*vm));
 	vm->kvm.fd = vm->fd = vm->stop_eventfd = vm->uart_drained_eventfd = -1;
 	vm->loop.epfd = vm->loop.wake_fd = -1;
+	vm->api.listen_fd = -1;
+	vm->api_sock = cfg->api_sock;
 	vm->console.out_fd = vm->console.in_fd = -1;
 	io_bus_init(&vm->pio, "port I/O");
 	io_bus_init(&vm->mmio, "MMIO");
@@ -231,6 +234,8 @@ int vm_run(struct vm *vm, struct cv_error *err)
 	int rc = vcpu_signals_init(err);
 	if (rc == 0)
 		rc = evloop_start(&vm->loop, "io", err);
+	if (rc == 0 && vm->api_sock)
+		rc = api_server_start(&vm->api, vm->api_sock, vmm_api_route, vm, err);
 	for (unsigned i = 0; rc == 0 && i < vm->n_vcpus; i++)
 		rc = vcpu_start(&vm->vcpus[i], err);
 	if (rc < 0)
@@ -285,6 +290,7 @@ int vm_run(struct vm *vm, struct cv_error *err)
 
 	for (unsigned i = 0; i < vm->n_vcpus; i++)
 		vcpu_join(&vm->vcpus[i]);
+	api_server_stop(&vm->api);
 	evloop_stop(&vm->loop);
 	close(sfd);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -21,6 +21,7 @@
 #include "devices/i8042.h"
 #include "devices/uart.h"
 #include "evloop.h"
+#include "http.h"
 #include "irq.h"
 #include "kvm.h"
 #include "memory.h"
@@ -30,12 +31,14 @@
 #define VM_MIN_MEMORY_MIB 32
 
 struct vcpu;
+struct virtio_balloon;
 
 struct vm_config {
 	unsigned cpus;
 	uint64_t memory_bytes;
 	struct console_config console;
 	struct device_config devices;
+	const char *api_sock;        /* control API socket path, or NULL */
 };
 
 struct vm {
@@ -59,6 +62,9 @@ struct vm {
 	struct pci_bus pci;
 	struct vm_virtio *virtio[VM_MAX_VIRTIO];
 	unsigned n_virtio;
+	struct virtio_balloon *balloon;      /* NULL unless configured */
+	const char *api_sock;
+	struct api_server api;
 
 	/* Stop protocol: the first vm_request_stop wins (under stop_lock) and wakes the main loop. */
 	pthread_mutex_t stop_lock;

@@ -1,0 +1,63 @@
+/*
+ * The HTTP/1.1 + JSON server behind every cvisor control API: libmicrohttpd on a Unix socket,
+ * requests parsed into jansson values and handed to one routing function, responses in the
+ * Firecracker style (JSON bodies, {"fault_message": "..."} on errors, 204 with no body on
+ * success). Requests are served one at a time on the server's own thread.
+ */
+#ifndef CVISOR_API_HTTP_H
+#define CVISOR_API_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define API_MAX_BODY 65536
+
+struct api_request {
+	const char *method;          /* "GET", "PUT", "PATCH"... */
+	const char *path;            /* without query string */
+	json_t *body;                /* parsed JSON object; NULL if the request had no body */
+};
+
+struct api_response {
+	unsigned status;
+	json_t *body;                /* owned by the response; NULL: no body */
+};
+
+typedef void (*api_route_fn)(void *ctx, const struct api_request *req, struct api_response *resp);
+
+struct api_server {
+	void *daemon;                /* struct MHD_Daemon */
+	int listen_fd;
+	char path[108];
+	api_route_fn route;
+	void *ctx;
+};
+
+/* Creates the socket at path (which must not exist) and serves requests until stopped. */
+int api_server_start(struct api_server *s, const char *path, api_route_fn route, void *ctx,
+		     struct cv_error *err);
+void api_server_stop(struct api_server *s);
+
+/* Fills resp with {"fault_message": "..."} and the status. */
+void api_fault(struct api_response *resp, unsigned status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* 204 No Content. */
+void api_no_content(struct api_response *resp);
+/* 200 with body (the response takes the reference). */
+void api_ok(struct api_response *resp, json_t *body);
+
+/*
+ * Strict field access for request bodies: unknown keys are an error (the first one is named in
+ * *unknown), types must match, numbers must be integers in range.
+ */
+bool api_only_keys(json_t *obj, const char *const *allowed, const char **unknown);
+int api_get_u64(json_t *obj, const char *key, bool required, uint64_t min, uint64_t max,
+		uint64_t *out, struct cv_error *err);
+int api_get_bool(json_t *obj, const char *key, bool required, bool *out, struct cv_error *err);
+int api_get_string(json_t *obj, const char *key, bool required, const char **out,
+		   struct cv_error *err);
+
+#endif

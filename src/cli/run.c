@@ -30,13 +30,15 @@
 #define RUN_DEFAULT_MEMORY "256"
 #define RUN_MAX_ENV 256
 #define RUN_MAX_DEVICE_ARGS 64
+#define RUN_MAX_INITRDS 6            /* cvisor-vmm takes 8; one more carries the request */
 #define RUN_CMDLINE "console=ttyS0 panic=-1"
 
 struct run_options {
 	const char *cpus;
 	const char *memory;
 	const char *kernel;
-	const char *initrd;
+	const char *initrds[RUN_MAX_INITRDS];
+	int n_initrds;
 	const char *cmdline_extra;
 	const char *workdir;
 	const char *env[RUN_MAX_ENV];
@@ -57,7 +59,8 @@ static void usage(FILE *out)
 		"  --cpus N            vCPUs (default 1)\n"
 		"  --memory MiB        guest RAM (default " RUN_DEFAULT_MEMORY ")\n"
 		"  --kernel PATH       guest kernel (default: cvisor's own, built by guest/kernel/build.sh)\n"
-		"  --initrd PATH       initramfs whose /init is cvisor-init (default: cvisor's own)\n"
+		"  --initrd PATH       initramfs whose /init is cvisor-init (default: cvisor's own);\n"
+		"                      repeat to append more archives (e.g. kernel modules)\n"
 		"  -e, --env K=V       set an environment variable for COMMAND (repeatable)\n"
 		"  -w, --workdir DIR   working directory of COMMAND in the guest (default /)\n"
 		"  --disk PATH[,ro][,serial=ID]   attach a raw disk image (repeatable)\n"
@@ -102,7 +105,11 @@ static int parse(int argc, char **argv, struct run_options *o, struct cv_error *
 		case OPT_CPUS: o->cpus = optarg; break;
 		case OPT_MEMORY: o->memory = optarg; break;
 		case OPT_KERNEL: o->kernel = optarg; break;
-		case OPT_INITRD: o->initrd = optarg; break;
+		case OPT_INITRD:
+			if (o->n_initrds == RUN_MAX_INITRDS)
+				return cv_fail(err, CV_EXIT_USAGE, "at most %d --initrd", RUN_MAX_INITRDS);
+			o->initrds[o->n_initrds++] = optarg;
+			break;
 		case OPT_EXTRA: o->cmdline_extra = optarg; break;
 		case OPT_DISK:
 		case OPT_NET:
@@ -232,9 +239,7 @@ static int run_direct(const struct run_options *o, struct cv_error *err)
 		snprintf(kernel, sizeof(kernel), "%s", o->kernel);
 	else if (guest_default_kernel("vmlinux", kernel, sizeof(kernel), err) < 0)
 		return -1;
-	if (o->initrd)
-		snprintf(initrd, sizeof(initrd), "%s", o->initrd);
-	else if (guest_default_initramfs(initrd, sizeof(initrd), err) < 0)
+	if (!o->n_initrds && guest_default_initramfs(initrd, sizeof(initrd), err) < 0)
 		return -1;
 	if (random_token(token, sizeof(token), err) < 0)
 		return -1;
@@ -250,12 +255,22 @@ static int run_direct(const struct run_options *o, struct cv_error *err)
 		close(req_fd);
 		return -1;
 	}
-	char *args[32 + RUN_MAX_DEVICE_ARGS] = {
-		vmm, "--kernel", kernel, "--initrd", initrd, "--initrd", request_path,
-		"--cmdline", cmdline, "--cpus", (char *)o->cpus, "--memory", (char *)o->memory,
-		"--console", "stdio", "--rng",
+	char *args[32 + 2 * RUN_MAX_INITRDS + RUN_MAX_DEVICE_ARGS] = {
+		vmm, "--kernel", kernel, "--cmdline", cmdline, "--cpus", (char *)o->cpus,
+		"--memory", (char *)o->memory, "--console", "stdio", "--rng",
 	};
-	int n_args = 16;
+	int n_args = 12;
+	for (int i = 0; i < o->n_initrds; i++) {
+		args[n_args++] = "--initrd";
+		args[n_args++] = (char *)o->initrds[i];
+	}
+	if (!o->n_initrds) {
+		args[n_args++] = "--initrd";
+		args[n_args++] = initrd;
+	}
+	/* The request goes last: later archives overwrite earlier ones in the guest's rootfs. */
+	args[n_args++] = "--initrd";
+	args[n_args++] = request_path;
 	for (int i = 0; i < o->n_device_args; i++)
 		args[n_args++] = o->device_args[i];
 	args[n_args] = NULL;

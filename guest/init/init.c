@@ -1,9 +1,16 @@
 /*
- * cvisor-init: PID 1 of cvisor's default guest. Mounts the pseudo filesystems, runs the command
- * cvisor asked for (the request file /cvisor/run, or arguments after "--" on the kernel command
- * line, or else an interactive shell) with the console as its terminal, reports the exit status
- * between markers the host can parse, and powers the VM off. Static, with no library beyond libc,
- * so it starts in microseconds even under emulation.
+ * cvisor-init: PID 1 of cvisor's default guest. Loads the kernel modules the initramfs lists (a
+ * stock distribution kernel has its virtio drivers as modules), mounts the pseudo filesystems,
+ * then does one of two things:
+ *   - runs the command cvisor asked for (the request file /cvisor/run, or arguments after "--" on
+ *     the kernel command line, or else an interactive shell) with the console as its terminal,
+ *     reports the exit status between markers the host can parse, and powers the VM off;
+ *   - or, when the request has an agent= record, keeps cvisor-agent running on that vsock port
+ *     (restarting it if it dies) and lets the host drive the guest through it.
+ * Static, with no library beyond libc, so it starts in microseconds even under emulation.
+ *
+ * Module list: MODULES_LIST_PATH, one module per line in load order, "PATH [PARAMETERS]"; blank
+ * lines and lines starting with '#' are skipped. Failures are reported and the boot goes on.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,19 +26,32 @@
 #include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "request.h"
 
 #define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+#define MODULES_LIST_PATH "/lib/modules/cvisor.load"
+#define AGENT_PATH "/bin/cvisor-agent"
+/* An agent that dies this soon after starting counts as a quick death; this many in a row end it. */
+#define AGENT_QUICK_DEATH_S 10
+#define AGENT_MAX_QUICK_DEATHS 5
+
+#ifndef MODULE_INIT_COMPRESSED_FILE
+#define MODULE_INIT_COMPRESSED_FILE 4
+#endif
+
 struct request {
 	char *buf;
 	const char *token;
 	const char *cwd;
 	const char *hostname;
+	const char *agent_port;   /* agent=: serve cvisor-agent on this vsock port, run no command */
 	char **argv;
 	char **envp;
 	int argc, envc;
@@ -126,8 +146,68 @@ static bool read_request(struct request *r)
 			r->cwd = rec + 4;
 		else if (strncmp(rec, "hostname=", 9) == 0)
 			r->hostname = rec + 9;
+		else if (strncmp(rec, "agent=", 6) == 0)
+			r->agent_port = rec + 6;
 	}
-	return r->argc > 0;
+	return r->argc > 0 || r->agent_port;
+}
+
+/* vsock ports are 32-bit; VMADDR_PORT_ANY (2^32 - 1) means "any" and cannot be listened on. */
+static bool valid_port(const char *s)
+{
+	if (!*s || strlen(s) > 10)
+		return false;
+	unsigned long long v = 0;
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		v = v * 10 + (unsigned long long)(*p - '0');
+	}
+	return v >= 1 && v <= 0xfffffffeull;
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+	return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+static void load_module(char *line)
+{
+	char *path = line + strspn(line, " \t");
+	if (!*path || *path == '#')
+		return;
+	char *params = path + strcspn(path, " \t");
+	if (*params) {
+		*params++ = 0;
+		params += strspn(params, " \t");
+	}
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		say("cvisor-init: load module %s: %s\n", path, strerror(errno));
+		return;
+	}
+	/* The kernel decompresses by itself when told to (and when built to); let it try. */
+	int flags = has_suffix(path, ".xz") || has_suffix(path, ".zst") || has_suffix(path, ".gz")
+			    ? MODULE_INIT_COMPRESSED_FILE : 0;
+	/* EEXIST: built in or already loaded, which is what was wanted. */
+	if (syscall(SYS_finit_module, fd, params, flags) < 0 && errno != EEXIST)
+		say("cvisor-init: load module %s: %s\n", path, strerror(errno));
+	close(fd);
+}
+
+/* Loads the modules listed in the initramfs, if it lists any. */
+static void load_modules(void)
+{
+	FILE *f = fopen(MODULES_LIST_PATH, "re");
+	if (!f)
+		return;
+	char line[4096];
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\r\n")] = 0;
+		load_module(line);
+	}
+	fclose(f);
 }
 
 static bool env_has(char **envp, int n, const char *prefix)
@@ -184,7 +264,7 @@ static int run_command(char **argv, char **envp, const char *cwd, bool interacti
 	}
 }
 
-static void power_off(void)
+static _Noreturn void power_off(void)
 {
 	sync();
 	reboot(RB_POWER_OFF);
@@ -194,12 +274,83 @@ static void power_off(void)
 		pause();
 }
 
+static double seconds_since(const struct timespec *t0)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static pid_t start_agent(char **argv, char **envp)
+{
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
+	/* Detached from the console: commands it runs must not get it as a terminal by accident. */
+	setsid();
+	int null = open("/dev/null", O_RDONLY);
+	if (null >= 0)
+		dup2(null, STDIN_FILENO);
+	signal(SIGINT, SIG_DFL);
+	if (chdir("/") < 0)
+		say("cvisor-init: cd /: %s\n", strerror(errno));
+	execve(argv[0], argv, envp);
+	say("cvisor-init: exec %s: %s\n", argv[0], strerror(errno));
+	_exit(127);
+}
+
+/*
+ * The agent mode: cvisor-agent on vsock, restarted whenever it dies, with a short doubling pause
+ * after quick deaths so a broken agent does not spin. The guest ends through the agent's own
+ * shutdown request, or here when the agent cannot stay up.
+ */
+static _Noreturn void serve_agent(const char *port, char **envp)
+{
+	char listen[32];
+	snprintf(listen, sizeof(listen), "vsock:%s", port);
+	char *argv[] = { AGENT_PATH, "--listen", listen, "--allow-poweroff", "--quiet", NULL };
+	int quick = 0;
+	for (;;) {
+		struct timespec t0;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		pid_t pid = start_agent(argv, envp);
+		int status = 0;
+		if (pid < 0) {
+			say("cvisor-init: fork: %s\n", strerror(errno));
+		} else {
+			/* As PID 1 we inherit every orphan: reap them all while waiting for the agent. */
+			for (;;) {
+				pid_t w = wait(&status);
+				if (w == pid || (w < 0 && errno != EINTR))
+					break;
+			}
+		}
+		quick = seconds_since(&t0) < AGENT_QUICK_DEATH_S ? quick + 1 : 0;
+		if (pid > 0 && WIFSIGNALED(status))
+			say("cvisor-init: cvisor-agent killed by signal %d\n", WTERMSIG(status));
+		else if (pid > 0)
+			say("cvisor-init: cvisor-agent exited with status %d\n", WEXITSTATUS(status));
+		if (quick >= AGENT_MAX_QUICK_DEATHS) {
+			say("cvisor-init: cvisor-agent died %d times within %d s of starting; powering off\n",
+			    quick, AGENT_QUICK_DEATH_S);
+			power_off();
+		}
+		if (quick > 0) {
+			long ms = 100L << (quick - 1);
+			struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = ms % 1000 * 1000000L };
+			nanosleep(&ts, NULL);
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (getpid() != 1) {
 		fprintf(stderr, "cvisor-init: must run as PID 1 of a cvisor guest\n");
 		return 1;
 	}
+	/* First: the drivers of everything below (virtio, vsock) may be modules. */
+	load_modules();
 	mount_fs("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
 	setup_console();
 	mount_fs("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
@@ -238,6 +389,15 @@ int main(int argc, char **argv)
 	req.envp[req.envc] = NULL;
 	const char *hostname = req.hostname ? req.hostname : "cvisor";
 	sethostname(hostname, strlen(hostname));
+
+	if (req.agent_port) {
+		if (!valid_port(req.agent_port)) {
+			say("cvisor-init: %s: bad agent port '%s' (1..4294967294); powering off\n",
+			    RUN_REQUEST_PATH, req.agent_port);
+			power_off();
+		}
+		serve_agent(req.agent_port, req.envp);
+	}
 
 	if (!interactive)
 		dprintf(STDOUT_FILENO, MARKER_START_FMT, token);

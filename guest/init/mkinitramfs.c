@@ -1,8 +1,9 @@
 /*
  * cvisor-mkinitramfs: builds the default guest initramfs at build time - cvisor-init as /init,
- * Debian's static busybox with a symlink per applet, the device nodes the kernel needs before
- * devtmpfs is mounted, and a minimal /etc. Output is an uncompressed newc cpio: the guest
- * unpacks it without spending instructions on decompression, which matters under emulation.
+ * cvisor-agent as /bin/cvisor-agent (for guests the host drives over vsock), Debian's static
+ * busybox with a symlink per applet, the device nodes the kernel needs before devtmpfs is
+ * mounted, and a minimal /etc. Output is an uncompressed newc cpio: the guest unpacks it without
+ * spending instructions on decompression, which matters under emulation.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -16,6 +17,8 @@
 static const char *const dirs[] = {
 	"bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "root",
 	"etc", "mnt", "var", "cvisor",
+	/* Empty, so an archive appended later (kernel modules, cvisor.load) can add files here. */
+	"lib", "lib/modules",
 };
 
 static int add_applets(struct cpio *c, const char *busybox, struct cv_error *err)
@@ -51,7 +54,25 @@ static int add_file_from(struct cpio *c, const char *name, const char *path, str
 	return rc;
 }
 
-static int build(const char *init, const char *busybox, const char *out, struct cv_error *err)
+#define MAX_EXTRAS 16
+
+/* --extra SRC:DEST: one more file (mode 0755) at DEST inside the archive. */
+static int add_extra(struct cpio *c, const char *spec, struct cv_error *err)
+{
+	const char *colon = strrchr(spec, ':');
+	if (!colon || colon == spec || !colon[1])
+		return cv_fail(err, CV_EXIT_USAGE, "--extra '%s': expected SRC:DEST", spec);
+	char src[4096];
+	if (cv_format(src, sizeof(src), err, "%.*s", (int)(colon - spec), spec) < 0)
+		return -1;
+	const char *dest = colon + 1;
+	while (*dest == '/')
+		dest++;
+	return add_file_from(c, dest, src, err);
+}
+
+static int build(const char *init, const char *agent, const char *const *extras, int n_extras,
+		 const char *busybox, const char *out, struct cv_error *err)
 {
 	static const char passwd[] = "root:x:0:0:root:/root:/bin/sh\n";
 	static const char group[] = "root:x:0:\n";
@@ -66,6 +87,10 @@ static int build(const char *init, const char *busybox, const char *out, struct 
 		rc = cpio_add_chardev(&c, "dev/null", 0666, 1, 3, err);
 	if (rc == 0)
 		rc = add_file_from(&c, "init", init, err);
+	if (rc == 0 && agent)
+		rc = add_file_from(&c, "bin/cvisor-agent", agent, err);
+	for (int i = 0; rc == 0 && i < n_extras; i++)
+		rc = add_extra(&c, extras[i], err);
 	if (rc == 0)
 		rc = add_file_from(&c, "bin/busybox", busybox, err);
 	if (rc == 0)
@@ -91,23 +116,45 @@ static int build(const char *init, const char *busybox, const char *out, struct 
 	return rc;
 }
 
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: cvisor-mkinitramfs --init PATH [--agent PATH] [--extra SRC:DEST]...\n"
+		"                          [--busybox PATH] -o OUT\n");
+}
+
 int main(int argc, char **argv)
 {
-	const char *init = NULL, *busybox = "/bin/busybox", *out = NULL;
-	for (int i = 1; i + 1 < argc; i += 2) {
+	const char *init = NULL, *agent = NULL, *busybox = "/bin/busybox", *out = NULL;
+	const char *extras[MAX_EXTRAS];
+	int n_extras = 0;
+	for (int i = 1; i < argc; i += 2) {
+		const char **slot = NULL;
 		if (strcmp(argv[i], "--init") == 0)
-			init = argv[i + 1];
+			slot = &init;
+		else if (strcmp(argv[i], "--agent") == 0)
+			slot = &agent;
+		else if (strcmp(argv[i], "--extra") == 0 && n_extras < MAX_EXTRAS)
+			slot = &extras[n_extras++];
 		else if (strcmp(argv[i], "--busybox") == 0)
-			busybox = argv[i + 1];
+			slot = &busybox;
 		else if (strcmp(argv[i], "-o") == 0)
-			out = argv[i + 1];
+			slot = &out;
+		/* A typo must not silently produce an initramfs without a component. */
+		if (!slot || i + 1 >= argc) {
+			fprintf(stderr, "cvisor-mkinitramfs: %s '%s'\n",
+				slot ? "missing value for" : "unknown argument", argv[i]);
+			usage();
+			return CV_EXIT_USAGE;
+		}
+		*slot = argv[i + 1];
 	}
 	if (!init || !out) {
-		fprintf(stderr, "usage: cvisor-mkinitramfs --init PATH [--busybox PATH] -o OUT\n");
+		usage();
 		return CV_EXIT_USAGE;
 	}
 	struct cv_error err = { 0 };
-	if (build(init, busybox, out, &err) < 0) {
+	if (build(init, agent, extras, n_extras, busybox, out, &err) < 0) {
 		cv_error_print(&err, "cvisor-mkinitramfs");
 		return err.code;
 	}

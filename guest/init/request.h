@@ -2,7 +2,9 @@
  * The run request cvisor places in the guest's initramfs at /cvisor/run: what cvisor-init should
  * execute. A sequence of NUL-terminated "key=value" records, so arguments may hold any byte but
  * NUL without quoting: token= (once), arg= (each argv element, in order), env= ("K=V", any
- * number), cwd= and hostname= (optional). Shared by the writer (cvisor run) and the reader
+ * number), cwd= and hostname= (optional), agent= (optional: a vsock port; cvisor-init then runs
+ * no command but keeps cvisor-agent listening on that port, with the env= records as its
+ * environment, and prints no markers). Shared by the writer (cvisor run) and the reader
  * (cvisor-init) so both agree on the format and the markers.
  */
 #ifndef CVISOR_GUEST_REQUEST_H

@@ -1,11 +1,13 @@
 /*
- * cvisor-agent: runs commands on behalf of a remote cvisor over the agent protocol (proto.h).
- * The emulated host starts it from its init; microVM guests will reach it over vsock. One process
- * listens and forks a handler per connection, so any number of commands run at once and a
- * misbehaving client can only take down its own handler.
+ * cvisor-agent: runs commands on behalf of a remote cvisor over the agent protocol (proto.h),
+ * and answers questions about and for the machine it runs on: state (info), filesystem freeze
+ * for snapshots, shutdown. The emulated host starts it from its init; in microVM guests
+ * cvisor-init starts it and the host reaches it over vsock. One process listens and forks a
+ * handler per connection, so any number of commands run at once and a misbehaving client can
+ * only take down its own handler.
  *
  * usage: cvisor-agent --listen tcp:PORT|tcp:ADDR:PORT|unix:PATH|vsock:PORT [--root DIR]
- *                     [--token-file FILE] [--allow-poweroff] [--hold-kvm]
+ *                     [--token-file FILE] [--allow-poweroff] [--hold-kvm] [--quiet]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,14 +17,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/reboot.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fsfreeze.h"
 #include "kvm_hold.h"
 #include "listen.h"
+#include "power.h"
 #include "proto.h"
 #include "session.h"
+#include "sysinfo.h"
 #include "util.h"
 
 /* Everything the agent was told on its command line; read-only once parsed. */
@@ -32,20 +36,22 @@ struct agent_ctx {
 	char *token;            /* from --token-file; NULL: no authentication */
 	bool allow_poweroff;
 	bool hold_kvm;
+	bool quiet;             /* no startup or shutdown lines: on a guest console only errors show */
 };
 
 static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: cvisor-agent --listen ADDRESS [--root DIR] [--token-file FILE] [--allow-poweroff]\n"
-		"                    [--hold-kvm]\n"
+		"                    [--hold-kvm] [--quiet]\n"
 		"\n"
 		"Serves the cvisor agent protocol (docs/agent-protocol.md).\n"
 		"  --listen ADDRESS    tcp:PORT, tcp:ADDR:PORT, unix:PATH or vsock:PORT\n"
 		"  --root DIR          run commands chrooted to DIR\n"
 		"  --token-file FILE   require every connection's first request to carry this token\n"
-		"  --allow-poweroff    honour the 'poweroff' request (only where the agent owns the machine)\n"
-		"  --hold-kvm          keep an idle KVM VM open (the emulated host: see kvm_hold.h)\n");
+		"  --allow-poweroff    honour 'shutdown' and 'poweroff' (only where the agent owns the machine)\n"
+		"  --hold-kvm          keep an idle KVM VM open (the emulated host: see kvm_hold.h)\n"
+		"  --quiet             print errors only\n");
 }
 
 static int load_token(const char *path, char **out, struct cv_error *err)
@@ -82,6 +88,8 @@ static int parse_args(int argc, char **argv, struct agent_ctx *ctx, struct cv_er
 			ctx->allow_poweroff = true;
 		} else if (strcmp(a, "--hold-kvm") == 0) {
 			ctx->hold_kvm = true;
+		} else if (strcmp(a, "--quiet") == 0) {
+			ctx->quiet = true;
 		} else if (strcmp(a, "--listen") == 0 && has_value) {
 			if (listen_parse(argv[++i], &ctx->listen, err) < 0)
 				return -1;
@@ -120,24 +128,57 @@ static void log_error(const struct cv_error *err)
 	fprintf(stderr, "cvisor-agent: %s\n", err->msg);
 }
 
-static void poweroff(const struct agent_ctx *ctx, int conn)
+/* On acceptance there is no answer: the connection ends with the machine. */
+static int shutdown_machine(const struct agent_ctx *ctx, int conn, const struct agent_request *req,
+			    struct cv_error *err)
 {
-	struct cv_error err = { 0 };
+	const char *op = req->op == AGENT_OP_POWEROFF ? "poweroff" : "shutdown";
 	if (!ctx->allow_poweroff) {
-		agent_send_error(conn, "poweroff is not enabled on this agent (--allow-poweroff)", &err);
-		return;
+		char msg[128];
+		snprintf(msg, sizeof(msg), "%s is not enabled on this agent (--allow-poweroff)", op);
+		return agent_send_error(conn, msg, err);
 	}
-	fprintf(stderr, "cvisor-agent: powering off on request\n");
-	sync();
-	/* Not PID 1, but root in the initial namespaces: the kernel powers the machine off. */
-	reboot(RB_POWER_OFF);
-	char msg[128];
-	snprintf(msg, sizeof(msg), "poweroff: %s", strerror(errno));
-	agent_send_error(conn, msg, &err);
+	struct cv_error perr = { 0 };
+	power_shutdown(req->action, ctx->quiet, &perr);
+	log_error(&perr);
+	return agent_send_error(conn, perr.msg, err);
 }
 
-/* Runs in the per-connection child: control requests until an exec, which ends the connection. */
-static void serve(const struct agent_ctx *ctx, int conn)
+static int send_info(int conn, struct cv_error *err)
+{
+	struct agent_info info;
+	struct cv_error ierr = { 0 };
+	int rc = 0;
+	if (sysinfo_collect(&info, &ierr) < 0) {
+		rc = agent_send_error(conn, ierr.msg, err);
+	} else if (agent_send_info_event(conn, &info, err) < 0) {
+		/* A failed write ends the connection; anything else (too large) is worth an answer. */
+		rc = err->code == CV_EXIT_IOERR ? -1 : agent_send_error(conn, err->msg, err);
+	}
+	agent_info_free(&info);
+	return rc;
+}
+
+static int freeze_or_thaw(int conn, const struct agent_request *req, struct freeze_hold *hold,
+			  struct cv_error *err)
+{
+	struct agent_fs_result res;
+	struct cv_error ferr = { 0 };
+	bool thaw = req->op == AGENT_OP_THAW;
+	int rc = thaw ? fs_thaw(req->paths, hold, &res, &ferr) : fs_freeze(req->paths, hold, &res, &ferr);
+	if (rc < 0)
+		rc = agent_send_error(conn, ferr.msg, err);
+	else
+		rc = agent_send_fs_result(conn, &res, err);
+	agent_fs_result_free(&res);
+	return rc;
+}
+
+/*
+ * Runs in the per-connection child: control requests until an exec, which ends the connection.
+ * Returns when the connection is over; filesystems it froze are still in *hold.
+ */
+static void serve(const struct agent_ctx *ctx, int conn, struct freeze_hold *hold)
 {
 	bool authed = ctx->token == NULL;
 	for (;;) {
@@ -182,10 +223,22 @@ static void serve(const struct agent_ctx *ctx, int conn)
 			rc = agent_send_pong(conn, CVISOR_VERSION, &err);
 			break;
 		case AGENT_OP_POWEROFF:
-			poweroff(ctx, conn);
+		case AGENT_OP_SHUTDOWN:
+			rc = shutdown_machine(ctx, conn, &req, &err);
+			break;
+		case AGENT_OP_INFO:
+			rc = send_info(conn, &err);
+			break;
+		case AGENT_OP_FREEZE:
+		case AGENT_OP_THAW:
+			rc = freeze_or_thaw(conn, &req, hold, &err);
 			break;
 		case AGENT_OP_SIGNAL:
 			rc = agent_send_error(conn, "signal: no command is running on this connection",
+					      &err);
+			break;
+		case AGENT_OP_RESIZE:
+			rc = agent_send_error(conn, "resize: no command is running on this connection",
 					      &err);
 			break;
 		case AGENT_OP_EXEC: {
@@ -232,8 +285,9 @@ int main(int argc, char **argv)
 	}
 	char desc[160];
 	listen_describe(&ctx.listen, desc, sizeof(desc));
-	fprintf(stderr, "cvisor-agent %s: listening on %s%s%s\n", CVISOR_VERSION, desc,
-		ctx.root ? ", commands run in " : "", ctx.root ? ctx.root : "");
+	if (!ctx.quiet)
+		fprintf(stderr, "cvisor-agent %s: listening on %s%s%s\n", CVISOR_VERSION, desc,
+			ctx.root ? ", commands run in " : "", ctx.root ? ctx.root : "");
 	for (;;) {
 		int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (conn < 0) {
@@ -258,8 +312,12 @@ int main(int argc, char **argv)
 			close(lfd);
 			/* The handler waits for its command, so it needs its children back. */
 			signal(SIGCHLD, SIG_DFL);
-			serve(&ctx, conn);
+			struct freeze_hold hold;
+			freeze_hold_init(&hold);
+			serve(&ctx, conn, &hold);
 			close(conn);
+			/* A client gone between freeze and thaw must not leave the disks blocked. */
+			freeze_hold_release(&hold);
 			_exit(0);
 		}
 		close(conn);

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -289,45 +290,87 @@ static void free_strv(char **v)
 	free(v);
 }
 
-/* Array of strings to a NULL-terminated copy. need_eq: each must look like "K=V" with K non-empty. */
+/*
+ * Array of strings to a NULL-terminated copy. need_eq: each must look like "K=V" with K non-empty.
+ * An absent key leaves *out NULL (an error only if required).
+ */
 static int get_strv(json_t *obj, const char *key, bool required, bool need_eq, char ***out,
-		    struct cv_error *err)
+		    const char *what, struct cv_error *err)
 {
 	*out = NULL;
 	json_t *v = json_object_get(obj, key);
 	if (!v) {
 		if (required)
-			return cv_fail(err, CV_EXIT_DATAERR, "invalid exec request: missing '%s'", key);
+			return cv_fail(err, CV_EXIT_DATAERR, "invalid %s: missing '%s'", what, key);
 		return 0;
 	}
 	if (!json_is_array(v))
-		return cv_fail(err, CV_EXIT_DATAERR,
-			       "invalid exec request: '%s' must be an array of strings", key);
+		return cv_fail(err, CV_EXIT_DATAERR, "invalid %s: '%s' must be an array of strings",
+			       what, key);
 	size_t n = json_array_size(v);
 	char **list = calloc(n + 1, sizeof(*list));
 	if (!list)
-		return cv_fail(err, CV_EXIT_OSERR, "exec request: out of memory");
+		return cv_fail(err, CV_EXIT_OSERR, "%s: out of memory", what);
 	for (size_t i = 0; i < n; i++) {
 		json_t *s = json_array_get(v, i);
 		if (!json_is_string(s)) {
 			free_strv(list);
-			return cv_fail(err, CV_EXIT_DATAERR,
-				       "invalid exec request: %s[%zu] is not a string", key, i);
+			return cv_fail(err, CV_EXIT_DATAERR, "invalid %s: %s[%zu] is not a string", what,
+				       key, i);
 		}
 		const char *str = json_string_value(s);
 		if (need_eq && (str[0] == '=' || !strchr(str, '='))) {
 			free_strv(list);
 			return cv_fail(err, CV_EXIT_DATAERR,
-				       "invalid exec request: %s[%zu] is not of the form NAME=VALUE",
-				       key, i);
+				       "invalid %s: %s[%zu] is not of the form NAME=VALUE", what, key, i);
 		}
 		list[i] = strdup(str);
 		if (!list[i]) {
 			free_strv(list);
-			return cv_fail(err, CV_EXIT_OSERR, "exec request: out of memory");
+			return cv_fail(err, CV_EXIT_OSERR, "%s: out of memory", what);
 		}
 	}
 	*out = list;
+	return 0;
+}
+
+/* Optional boolean field: false when absent. */
+static int get_bool(json_t *obj, const char *key, bool *out, const char *what, struct cv_error *err)
+{
+	json_t *v = json_object_get(obj, key);
+	*out = false;
+	if (!v)
+		return 0;
+	if (!json_is_boolean(v))
+		return cv_fail(err, CV_EXIT_DATAERR, "invalid %s: '%s' must be a boolean", what, key);
+	*out = json_is_true(v);
+	return 0;
+}
+
+/* A number (integer or real) within [min, max]. */
+static int get_double(json_t *obj, const char *key, double min, double max, double *out,
+		      const char *what, struct cv_error *err)
+{
+	json_t *v = json_object_get(obj, key);
+	if (!v)
+		return cv_fail(err, CV_EXIT_DATAERR, "invalid %s: missing '%s'", what, key);
+	if (!json_is_number(v))
+		return cv_fail(err, CV_EXIT_DATAERR, "invalid %s: '%s' must be a number", what, key);
+	double d = json_number_value(v);
+	if (!(d >= min && d <= max))
+		return cv_fail(err, CV_EXIT_DATAERR, "invalid %s: '%s' is out of range", what, key);
+	*out = d;
+	return 0;
+}
+
+/* A byte or time count: a non-negative JSON integer. */
+static int get_u64(json_t *obj, const char *key, uint64_t *out, const char *what,
+		   struct cv_error *err)
+{
+	long long n;
+	if (get_int(obj, key, 0, LLONG_MAX, &n, what, err) < 0)
+		return -1;
+	*out = (uint64_t)n;
 	return 0;
 }
 
@@ -423,9 +466,73 @@ void agent_request_free(struct agent_request *req)
 {
 	free_strv(req->argv);
 	free_strv(req->env);
+	free_strv(req->paths);
 	free(req->cwd);
 	free(req->token);
 	memset(req, 0, sizeof(*req));
+}
+
+static int parse_exec(json_t *root, struct agent_request *req, struct cv_error *err)
+{
+	static const char *const keys[] = { "op", "token", "argv", "env", "cwd", "stdin", "tty",
+					    "rows", "cols", NULL };
+	const char *what = "exec request";
+	req->op = AGENT_OP_EXEC;
+	if (only_keys(root, keys, what, err) < 0 ||
+	    get_strv(root, "argv", true, false, &req->argv, what, err) < 0 ||
+	    get_strv(root, "env", false, true, &req->env, what, err) < 0 ||
+	    get_string(root, "cwd", false, &req->cwd, what, err) < 0 ||
+	    get_bool(root, "stdin", &req->stdin_open, what, err) < 0 ||
+	    get_bool(root, "tty", &req->tty, what, err) < 0)
+		return -1;
+	if (!req->argv[0] || !req->argv[0][0])
+		return cv_fail(err, CV_EXIT_DATAERR,
+			       "invalid exec request: 'argv' must start with a non-empty command");
+	if (req->cwd && req->cwd[0] != '/')
+		return cv_fail(err, CV_EXIT_DATAERR, "invalid exec request: 'cwd' must be an absolute path");
+	bool has_rows = json_object_get(root, "rows") != NULL;
+	bool has_cols = json_object_get(root, "cols") != NULL;
+	if ((has_rows || has_cols) && !req->tty)
+		return cv_fail(err, CV_EXIT_DATAERR,
+			       "invalid exec request: 'rows' and 'cols' need \"tty\": true");
+	req->rows = AGENT_TTY_DEFAULT_ROWS;
+	req->cols = AGENT_TTY_DEFAULT_COLS;
+	long long n;
+	if (has_rows) {
+		if (get_int(root, "rows", 1, AGENT_TTY_MAX, &n, what, err) < 0)
+			return -1;
+		req->rows = (unsigned)n;
+	}
+	if (has_cols) {
+		if (get_int(root, "cols", 1, AGENT_TTY_MAX, &n, what, err) < 0)
+			return -1;
+		req->cols = (unsigned)n;
+	}
+	return 0;
+}
+
+static int parse_paths(json_t *root, struct agent_request *req, const char *what,
+		       struct cv_error *err)
+{
+	static const char *const keys[] = { "op", "token", "paths", NULL };
+	if (only_keys(root, keys, what, err) < 0 ||
+	    get_strv(root, "paths", false, false, &req->paths, what, err) < 0)
+		return -1;
+	if (!req->paths)
+		return 0;
+	size_t n = 0;
+	for (; req->paths[n]; n++)
+		if (req->paths[n][0] != '/')
+			return cv_fail(err, CV_EXIT_DATAERR,
+				       "invalid %s: paths[%zu] is not an absolute path", what, n);
+	/* An empty list most likely means a client bug; "everything" is spelt by omitting it. */
+	if (n == 0)
+		return cv_fail(err, CV_EXIT_DATAERR,
+			       "invalid %s: 'paths' is empty (omit it for the default set)", what);
+	if (n > AGENT_MAX_PATHS)
+		return cv_fail(err, CV_EXIT_DATAERR, "invalid %s: more than %d paths", what,
+			       AGENT_MAX_PATHS);
+	return 0;
 }
 
 int agent_parse_request(const void *data, size_t len, struct agent_request *req,
@@ -442,27 +549,8 @@ int agent_parse_request(const void *data, size_t len, struct agent_request *req,
 	if (get_string(root, "token", false, &req->token, "request", err) < 0)
 		goto out;
 	if (strcmp(op, "exec") == 0) {
-		static const char *const keys[] = { "op", "token", "argv", "env", "cwd", "stdin", NULL };
-		req->op = AGENT_OP_EXEC;
-		if (only_keys(root, keys, "exec request", err) < 0 ||
-		    get_strv(root, "argv", true, false, &req->argv, err) < 0 ||
-		    get_strv(root, "env", false, true, &req->env, err) < 0 ||
-		    get_string(root, "cwd", false, &req->cwd, "exec request", err) < 0)
+		if (parse_exec(root, req, err) < 0)
 			goto out;
-		if (!req->argv[0] || !req->argv[0][0]) {
-			cv_fail(err, CV_EXIT_DATAERR, "invalid exec request: 'argv' must start with a non-empty command");
-			goto out;
-		}
-		if (req->cwd && req->cwd[0] != '/') {
-			cv_fail(err, CV_EXIT_DATAERR, "invalid exec request: 'cwd' must be an absolute path");
-			goto out;
-		}
-		json_t *in = json_object_get(root, "stdin");
-		if (in && !json_is_boolean(in)) {
-			cv_fail(err, CV_EXIT_DATAERR, "invalid exec request: 'stdin' must be a boolean");
-			goto out;
-		}
-		req->stdin_open = in && json_is_true(in);
 	} else if (strcmp(op, "signal") == 0) {
 		static const char *const keys[] = { "op", "token", "signal", NULL };
 		long long signo;
@@ -471,10 +559,53 @@ int agent_parse_request(const void *data, size_t len, struct agent_request *req,
 		    get_int(root, "signal", 1, 64, &signo, "signal request", err) < 0)
 			goto out;
 		req->signal = (int)signo;
-	} else if (strcmp(op, "ping") == 0 || strcmp(op, "poweroff") == 0) {
+	} else if (strcmp(op, "resize") == 0) {
+		static const char *const keys[] = { "op", "token", "rows", "cols", NULL };
+		long long rows, cols;
+		req->op = AGENT_OP_RESIZE;
+		if (only_keys(root, keys, "resize request", err) < 0 ||
+		    get_int(root, "rows", 1, AGENT_TTY_MAX, &rows, "resize request", err) < 0 ||
+		    get_int(root, "cols", 1, AGENT_TTY_MAX, &cols, "resize request", err) < 0)
+			goto out;
+		req->rows = (unsigned)rows;
+		req->cols = (unsigned)cols;
+	} else if (strcmp(op, "ping") == 0 || strcmp(op, "poweroff") == 0 ||
+		   strcmp(op, "info") == 0) {
 		static const char *const keys[] = { "op", "token", NULL };
-		req->op = op[0] == 'p' && op[1] == 'i' ? AGENT_OP_PING : AGENT_OP_POWEROFF;
+		if (strcmp(op, "ping") == 0)
+			req->op = AGENT_OP_PING;
+		else if (strcmp(op, "info") == 0)
+			req->op = AGENT_OP_INFO;
+		else
+			req->op = AGENT_OP_POWEROFF;
+		req->action = AGENT_SHUTDOWN_POWEROFF;
 		if (only_keys(root, keys, "request", err) < 0)
+			goto out;
+	} else if (strcmp(op, "shutdown") == 0) {
+		static const char *const keys[] = { "op", "token", "action", NULL };
+		char *action = NULL;
+		req->op = AGENT_OP_SHUTDOWN;
+		if (only_keys(root, keys, "shutdown request", err) < 0 ||
+		    get_string(root, "action", true, &action, "shutdown request", err) < 0)
+			goto out;
+		bool known = true;
+		if (strcmp(action, "poweroff") == 0)
+			req->action = AGENT_SHUTDOWN_POWEROFF;
+		else if (strcmp(action, "reboot") == 0)
+			req->action = AGENT_SHUTDOWN_REBOOT;
+		else
+			known = false;
+		if (!known)
+			cv_fail(err, CV_EXIT_DATAERR,
+				"invalid shutdown request: action '%.64s' is not \"poweroff\" or \"reboot\"",
+				action);
+		free(action);
+		if (!known)
+			goto out;
+	} else if (strcmp(op, "freeze") == 0 || strcmp(op, "thaw") == 0) {
+		bool thaw = op[0] == 't';
+		req->op = thaw ? AGENT_OP_THAW : AGENT_OP_FREEZE;
+		if (parse_paths(root, req, thaw ? "thaw request" : "freeze request", err) < 0)
 			goto out;
 	} else {
 		cv_fail(err, CV_EXIT_DATAERR, "invalid request: unknown op '%.64s'", op);
@@ -489,19 +620,30 @@ out:
 	return rc;
 }
 
-int agent_send_exec(int fd, char *const *argv, char *const *env, const char *cwd,
-		    bool stdin_open, const char *token, struct cv_error *err)
+int agent_send_exec_spec(int fd, const struct agent_exec_spec *spec, const char *token,
+			 struct cv_error *err)
 {
+	char *const *argv = spec->argv;
 	if (!argv || !argv[0] || !argv[0][0])
 		return cv_fail(err, CV_EXIT_USAGE, "exec: no command given");
-	if (cwd && cwd[0] != '/')
-		return cv_fail(err, CV_EXIT_USAGE, "exec: working directory '%s' is not absolute", cwd);
-	json_t *obj = json_pack("{s:s, s:b}", "op", "exec", "stdin", stdin_open);
+	if (spec->cwd && spec->cwd[0] != '/')
+		return cv_fail(err, CV_EXIT_USAGE, "exec: working directory '%s' is not absolute",
+			       spec->cwd);
+	if (spec->rows > AGENT_TTY_MAX || spec->cols > AGENT_TTY_MAX)
+		return cv_fail(err, CV_EXIT_USAGE, "exec: terminal size %ux%u exceeds %u", spec->rows,
+			       spec->cols, AGENT_TTY_MAX);
+	json_t *obj = json_pack("{s:s, s:b}", "op", "exec", "stdin", spec->stdin_open);
 	if (!obj)
 		return cv_fail(err, CV_EXIT_OSERR, "encode exec request: out of memory");
+	/* "tty" only when set, so plain execs stay readable by agents that predate it. */
 	if (set_field(obj, "argv", strv_to_json(argv, "argument", err), err) < 0 ||
-	    (env && set_field(obj, "env", strv_to_json(env, "environment entry", err), err) < 0) ||
-	    (cwd && set_field(obj, "cwd", utf8_string(cwd, "working directory", err), err) < 0) ||
+	    (spec->env && set_field(obj, "env", strv_to_json(spec->env, "environment entry", err),
+				    err) < 0) ||
+	    (spec->cwd && set_field(obj, "cwd", utf8_string(spec->cwd, "working directory", err),
+				    err) < 0) ||
+	    (spec->tty && set_field(obj, "tty", json_true(), err) < 0) ||
+	    (spec->tty && spec->rows && set_field(obj, "rows", json_integer(spec->rows), err) < 0) ||
+	    (spec->tty && spec->cols && set_field(obj, "cols", json_integer(spec->cols), err) < 0) ||
 	    add_token(obj, token, err) < 0) {
 		json_decref(obj);
 		return -1;
@@ -509,11 +651,28 @@ int agent_send_exec(int fd, char *const *argv, char *const *env, const char *cwd
 	return send_json(fd, obj, err);
 }
 
+int agent_send_exec(int fd, char *const *argv, char *const *env, const char *cwd,
+		    bool stdin_open, const char *token, struct cv_error *err)
+{
+	struct agent_exec_spec spec = { .argv = argv, .env = env, .cwd = cwd,
+					.stdin_open = stdin_open };
+	return agent_send_exec_spec(fd, &spec, token, err);
+}
+
 int agent_send_signal(int fd, int signo, struct cv_error *err)
 {
 	if (signo < 1 || signo > 64)
 		return cv_fail(err, CV_EXIT_USAGE, "signal %d is out of range 1..64", signo);
 	return send_json(fd, json_pack("{s:s, s:i}", "op", "signal", "signal", signo), err);
+}
+
+int agent_send_resize(int fd, unsigned rows, unsigned cols, struct cv_error *err)
+{
+	if (rows < 1 || rows > AGENT_TTY_MAX || cols < 1 || cols > AGENT_TTY_MAX)
+		return cv_fail(err, CV_EXIT_USAGE, "resize: terminal size %ux%u is out of range 1..%u",
+			       rows, cols, AGENT_TTY_MAX);
+	return send_json(fd, json_pack("{s:s, s:I, s:I}", "op", "resize", "rows", (json_int_t)rows,
+				       "cols", (json_int_t)cols), err);
 }
 
 int agent_send_ping(int fd, const char *token, struct cv_error *err)
@@ -524,6 +683,56 @@ int agent_send_ping(int fd, const char *token, struct cv_error *err)
 int agent_send_poweroff(int fd, const char *token, struct cv_error *err)
 {
 	return send_simple_op(fd, "poweroff", token, err);
+}
+
+int agent_send_info_request(int fd, const char *token, struct cv_error *err)
+{
+	return send_simple_op(fd, "info", token, err);
+}
+
+int agent_send_shutdown(int fd, enum agent_shutdown_action action, const char *token,
+			struct cv_error *err)
+{
+	const char *name = action == AGENT_SHUTDOWN_REBOOT ? "reboot" : "poweroff";
+	json_t *obj = json_pack("{s:s, s:s}", "op", "shutdown", "action", name);
+	if (!obj)
+		return cv_fail(err, CV_EXIT_OSERR, "encode shutdown request: out of memory");
+	if (add_token(obj, token, err) < 0) {
+		json_decref(obj);
+		return -1;
+	}
+	return send_json(fd, obj, err);
+}
+
+static int send_paths_op(int fd, const char *op, char *const *paths, const char *token,
+			 struct cv_error *err)
+{
+	if (paths && !paths[0])
+		return cv_fail(err, CV_EXIT_USAGE, "%s: empty path list (pass NULL for the default set)",
+			       op);
+	for (size_t i = 0; paths && paths[i]; i++)
+		if (paths[i][0] != '/')
+			return cv_fail(err, CV_EXIT_USAGE, "%s: '%s' is not an absolute path", op,
+				       paths[i]);
+	json_t *obj = json_pack("{s:s}", "op", op);
+	if (!obj)
+		return cv_fail(err, CV_EXIT_OSERR, "encode %s request: out of memory", op);
+	if ((paths && set_field(obj, "paths", strv_to_json(paths, "path", err), err) < 0) ||
+	    add_token(obj, token, err) < 0) {
+		json_decref(obj);
+		return -1;
+	}
+	return send_json(fd, obj, err);
+}
+
+int agent_send_freeze(int fd, char *const *paths, const char *token, struct cv_error *err)
+{
+	return send_paths_op(fd, "freeze", paths, token, err);
+}
+
+int agent_send_thaw(int fd, char *const *paths, const char *token, struct cv_error *err)
+{
+	return send_paths_op(fd, "thaw", paths, token, err);
 }
 
 /* ---- events ---- */
@@ -608,4 +817,393 @@ int agent_send_error(int fd, const char *message, struct cv_error *err)
 int agent_send_pong(int fd, const char *version, struct cv_error *err)
 {
 	return send_json(fd, json_pack("{s:s, s:s}", "event", "pong", "version", version), err);
+}
+
+/* ---- replies: info, frozen, thawed ---- */
+
+/*
+ * Text from the system (host names, mount points) is not guaranteed UTF-8 but must travel as a
+ * JSON string: such text is sent with every non-ASCII byte replaced by '?' rather than dropped.
+ */
+static json_t *system_text(const char *s)
+{
+	json_t *j = json_string(s ? s : "");
+	if (j)
+		return j;
+	char *copy = strdup(s);
+	if (!copy)
+		return NULL;
+	for (char *p = copy; *p; p++)
+		if ((unsigned char)*p >= 0x80)
+			*p = '?';
+	j = json_string(copy);
+	free(copy);
+	return j;
+}
+
+/* jansson integers are signed 64-bit; byte counts beyond that cannot occur in practice. */
+static json_t *count_json(uint64_t v)
+{
+	return json_integer(v > (uint64_t)LLONG_MAX ? LLONG_MAX : (json_int_t)v);
+}
+
+void agent_info_free(struct agent_info *info)
+{
+	free(info->hostname);
+	free(info->kernel);
+	free(info->cpus);
+	for (size_t i = 0; i < info->nfs; i++) {
+		free(info->fs[i].path);
+		free(info->fs[i].type);
+		free(info->fs[i].source);
+	}
+	free(info->fs);
+	memset(info, 0, sizeof(*info));
+}
+
+static json_t *cpu_json(const struct agent_cpu_times *c)
+{
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	const struct { const char *key; uint64_t v; } f[] = {
+		{ "user", c->user }, { "nice", c->nice }, { "system", c->system },
+		{ "idle", c->idle }, { "iowait", c->iowait }, { "irq", c->irq },
+		{ "softirq", c->softirq }, { "steal", c->steal },
+	};
+	if (json_object_set_new(o, "cpu", json_integer(c->id)) < 0)
+		goto fail;
+	for (size_t i = 0; i < CV_ARRAY_SIZE(f); i++)
+		if (json_object_set_new(o, f[i].key, count_json(f[i].v)) < 0)
+			goto fail;
+	return o;
+fail:
+	json_decref(o);
+	return NULL;
+}
+
+static json_t *fs_json(const struct agent_fs_usage *u)
+{
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	if (json_object_set_new(o, "path", system_text(u->path)) < 0 ||
+	    json_object_set_new(o, "type", system_text(u->type)) < 0 ||
+	    json_object_set_new(o, "source", system_text(u->source)) < 0 ||
+	    json_object_set_new(o, "size", count_json(u->size)) < 0 ||
+	    json_object_set_new(o, "used", count_json(u->used)) < 0 ||
+	    json_object_set_new(o, "available", count_json(u->available)) < 0 ||
+	    json_object_set_new(o, "readonly", json_boolean(u->readonly)) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+int agent_send_info_event(int fd, const struct agent_info *info, struct cv_error *err)
+{
+	json_t *obj = json_pack("{s:s, s:f, s:[f,f,f]}", "event", "info", "uptime", info->uptime,
+				"load", info->load[0], info->load[1], info->load[2]);
+	json_t *mem = json_object(), *cpus = json_array(), *fs = json_array();
+	bool ok = obj && mem && cpus && fs &&
+		  json_object_set_new(mem, "total", count_json(info->mem_total)) == 0 &&
+		  json_object_set_new(mem, "free", count_json(info->mem_free)) == 0 &&
+		  json_object_set_new(mem, "available", count_json(info->mem_available)) == 0;
+	for (size_t i = 0; ok && i < info->ncpus; i++)
+		ok = json_array_append_new(cpus, cpu_json(&info->cpus[i])) == 0;
+	for (size_t i = 0; ok && i < info->nfs; i++)
+		ok = json_array_append_new(fs, fs_json(&info->fs[i])) == 0;
+	if (ok)
+		ok = json_object_set_new(obj, "hostname", system_text(info->hostname)) == 0 &&
+		     json_object_set_new(obj, "kernel", system_text(info->kernel)) == 0;
+	if (ok) {
+		/* set_new takes the references even on failure, so none is released twice. */
+		ok = json_object_set_new(obj, "memory", mem) == 0;
+		mem = NULL;
+		ok = json_object_set_new(obj, "cpus", cpus) == 0 && ok;
+		cpus = NULL;
+		ok = json_object_set_new(obj, "filesystems", fs) == 0 && ok;
+		fs = NULL;
+	}
+	json_decref(mem);
+	json_decref(cpus);
+	json_decref(fs);
+	if (!ok) {
+		json_decref(obj);
+		return cv_fail(err, CV_EXIT_OSERR, "encode info event: out of memory");
+	}
+	return send_json(fd, obj, err);
+}
+
+void agent_fs_result_free(struct agent_fs_result *res)
+{
+	free_strv(res->paths);
+	for (size_t i = 0; i < res->nerrors; i++) {
+		free(res->errors[i].path);
+		free(res->errors[i].message);
+	}
+	free(res->errors);
+	memset(res, 0, sizeof(*res));
+}
+
+int agent_fs_result_add_path(struct agent_fs_result *res, const char *path, struct cv_error *err)
+{
+	char **n = realloc(res->paths, (res->npaths + 2) * sizeof(*n));
+	if (!n)
+		return cv_fail(err, CV_EXIT_OSERR, "fs result: out of memory");
+	res->paths = n;
+	n[res->npaths] = strdup(path);
+	if (!n[res->npaths]) {
+		n[res->npaths] = NULL;
+		return cv_fail(err, CV_EXIT_OSERR, "fs result: out of memory");
+	}
+	n[++res->npaths] = NULL;
+	return 0;
+}
+
+int agent_fs_result_add_error(struct agent_fs_result *res, const char *path, const char *message,
+			      struct cv_error *err)
+{
+	struct agent_path_error *n = realloc(res->errors, (res->nerrors + 1) * sizeof(*n));
+	if (!n)
+		return cv_fail(err, CV_EXIT_OSERR, "fs result: out of memory");
+	res->errors = n;
+	char *p = strdup(path), *m = strdup(message);
+	if (!p || !m) {
+		free(p);
+		free(m);
+		return cv_fail(err, CV_EXIT_OSERR, "fs result: out of memory");
+	}
+	n[res->nerrors++] = (struct agent_path_error){ .path = p, .message = m };
+	return 0;
+}
+
+int agent_send_fs_result(int fd, const struct agent_fs_result *res, struct cv_error *err)
+{
+	json_t *obj = json_pack("{s:s}", "event", res->thaw ? "thawed" : "frozen");
+	json_t *paths = json_array(), *errors = json_array();
+	bool ok = obj && paths && errors;
+	for (size_t i = 0; ok && i < res->npaths; i++)
+		ok = json_array_append_new(paths, system_text(res->paths[i])) == 0;
+	for (size_t i = 0; ok && i < res->nerrors; i++) {
+		json_t *e = json_object();
+		ok = e && json_object_set_new(e, "path", system_text(res->errors[i].path)) == 0 &&
+		     json_object_set_new(e, "message", system_text(res->errors[i].message)) == 0;
+		if (ok)
+			ok = json_array_append_new(errors, e) == 0;
+		else
+			json_decref(e);
+	}
+	if (ok) {
+		ok = json_object_set_new(obj, "paths", paths) == 0;
+		paths = NULL;
+		ok = json_object_set_new(obj, "errors", errors) == 0 && ok;
+		errors = NULL;
+	}
+	json_decref(paths);
+	json_decref(errors);
+	if (!ok) {
+		json_decref(obj);
+		return cv_fail(err, CV_EXIT_OSERR, "encode %s event: out of memory",
+			       res->thaw ? "thawed" : "frozen");
+	}
+	return send_json(fd, obj, err);
+}
+
+/* Fetches an array member, or fails naming it. */
+static json_t *get_array(json_t *obj, const char *key, const char *what, struct cv_error *err)
+{
+	json_t *v = json_object_get(obj, key);
+	if (!v || !json_is_array(v)) {
+		cv_fail(err, CV_EXIT_DATAERR, "invalid %s: '%s' must be an array", what, key);
+		return NULL;
+	}
+	return v;
+}
+
+static json_t *get_object(json_t *obj, const char *key, const char *what, struct cv_error *err)
+{
+	json_t *v = json_object_get(obj, key);
+	if (!v || !json_is_object(v)) {
+		cv_fail(err, CV_EXIT_DATAERR, "invalid %s: '%s' must be an object", what, key);
+		return NULL;
+	}
+	return v;
+}
+
+static int parse_cpu(json_t *o, struct agent_cpu_times *c, struct cv_error *err)
+{
+	static const char *const keys[] = { "cpu", "user", "nice", "system", "idle", "iowait", "irq",
+					    "softirq", "steal", NULL };
+	const char *what = "info event cpu entry";
+	long long id;
+	if (!json_is_object(o))
+		return cv_fail(err, CV_EXIT_DATAERR, "invalid info event: a cpus entry is not an object");
+	if (only_keys(o, keys, what, err) < 0 || get_int(o, "cpu", 0, INT_MAX, &id, what, err) < 0 ||
+	    get_u64(o, "user", &c->user, what, err) < 0 ||
+	    get_u64(o, "nice", &c->nice, what, err) < 0 ||
+	    get_u64(o, "system", &c->system, what, err) < 0 ||
+	    get_u64(o, "idle", &c->idle, what, err) < 0 ||
+	    get_u64(o, "iowait", &c->iowait, what, err) < 0 ||
+	    get_u64(o, "irq", &c->irq, what, err) < 0 ||
+	    get_u64(o, "softirq", &c->softirq, what, err) < 0 ||
+	    get_u64(o, "steal", &c->steal, what, err) < 0)
+		return -1;
+	c->id = (unsigned)id;
+	return 0;
+}
+
+static int parse_fs(json_t *o, struct agent_fs_usage *u, struct cv_error *err)
+{
+	static const char *const keys[] = { "path", "type", "source", "size", "used", "available",
+					    "readonly", NULL };
+	const char *what = "info event filesystem entry";
+	if (!json_is_object(o))
+		return cv_fail(err, CV_EXIT_DATAERR,
+			       "invalid info event: a filesystems entry is not an object");
+	json_t *ro = json_object_get(o, "readonly");
+	if (only_keys(o, keys, what, err) < 0 ||
+	    get_string(o, "path", true, &u->path, what, err) < 0 ||
+	    get_string(o, "type", true, &u->type, what, err) < 0 ||
+	    get_string(o, "source", true, &u->source, what, err) < 0 ||
+	    get_u64(o, "size", &u->size, what, err) < 0 ||
+	    get_u64(o, "used", &u->used, what, err) < 0 ||
+	    get_u64(o, "available", &u->available, what, err) < 0)
+		return -1;
+	if (!ro || !json_is_boolean(ro))
+		return cv_fail(err, CV_EXIT_DATAERR, "invalid %s: 'readonly' must be a boolean", what);
+	u->readonly = json_is_true(ro);
+	return 0;
+}
+
+static int parse_info(json_t *root, struct agent_info *info, struct cv_error *err)
+{
+	static const char *const keys[] = { "event", "hostname", "kernel", "uptime", "load", "memory",
+					    "cpus", "filesystems", NULL };
+	static const char *const mem_keys[] = { "total", "free", "available", NULL };
+	const char *what = "info event";
+	if (only_keys(root, keys, what, err) < 0 ||
+	    get_string(root, "hostname", true, &info->hostname, what, err) < 0 ||
+	    get_string(root, "kernel", true, &info->kernel, what, err) < 0 ||
+	    get_double(root, "uptime", 0, 1e18, &info->uptime, what, err) < 0)
+		return -1;
+	json_t *load = get_array(root, "load", what, err);
+	if (!load)
+		return -1;
+	if (json_array_size(load) != 3)
+		return cv_fail(err, CV_EXIT_DATAERR, "invalid info event: 'load' must have 3 numbers");
+	for (size_t i = 0; i < 3; i++) {
+		json_t *v = json_array_get(load, i);
+		if (!json_is_number(v) || !(json_number_value(v) >= 0))
+			return cv_fail(err, CV_EXIT_DATAERR,
+				       "invalid info event: 'load' must have 3 non-negative numbers");
+		info->load[i] = json_number_value(v);
+	}
+	json_t *mem = get_object(root, "memory", what, err);
+	if (!mem || only_keys(mem, mem_keys, "info event memory", err) < 0 ||
+	    get_u64(mem, "total", &info->mem_total, "info event memory", err) < 0 ||
+	    get_u64(mem, "free", &info->mem_free, "info event memory", err) < 0 ||
+	    get_u64(mem, "available", &info->mem_available, "info event memory", err) < 0)
+		return -1;
+	json_t *cpus = get_array(root, "cpus", what, err);
+	json_t *fs = cpus ? get_array(root, "filesystems", what, err) : NULL;
+	if (!fs)
+		return -1;
+	size_t nc = json_array_size(cpus), nf = json_array_size(fs);
+	if (nc > AGENT_INFO_MAX_CPUS || nf > AGENT_INFO_MAX_FS)
+		return cv_fail(err, CV_EXIT_DATAERR, "invalid info event: too many cpus or filesystems");
+	info->cpus = calloc(nc ? nc : 1, sizeof(*info->cpus));
+	info->fs = calloc(nf ? nf : 1, sizeof(*info->fs));
+	if (!info->cpus || !info->fs)
+		return cv_fail(err, CV_EXIT_OSERR, "info event: out of memory");
+	for (size_t i = 0; i < nc; i++, info->ncpus++)
+		if (parse_cpu(json_array_get(cpus, i), &info->cpus[i], err) < 0)
+			return -1;
+	/* nfs counts entries as they start, so a half-parsed one is freed with the rest. */
+	for (size_t i = 0; i < nf; i++) {
+		info->nfs++;
+		if (parse_fs(json_array_get(fs, i), &info->fs[i], err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int parse_fs_result(json_t *root, struct agent_fs_result *res, const char *what,
+			   struct cv_error *err)
+{
+	static const char *const keys[] = { "event", "paths", "errors", NULL };
+	static const char *const err_keys[] = { "path", "message", NULL };
+	if (only_keys(root, keys, what, err) < 0 ||
+	    get_strv(root, "paths", true, false, &res->paths, what, err) < 0)
+		return -1;
+	while (res->paths[res->npaths])
+		res->npaths++;
+	json_t *errors = get_array(root, "errors", what, err);
+	if (!errors)
+		return -1;
+	size_t n = json_array_size(errors);
+	if (n > AGENT_MAX_PATHS * 2)
+		return cv_fail(err, CV_EXIT_DATAERR, "invalid %s: too many errors", what);
+	res->errors = calloc(n ? n : 1, sizeof(*res->errors));
+	if (!res->errors)
+		return cv_fail(err, CV_EXIT_OSERR, "%s: out of memory", what);
+	for (size_t i = 0; i < n; i++) {
+		json_t *e = json_array_get(errors, i);
+		if (!json_is_object(e))
+			return cv_fail(err, CV_EXIT_DATAERR, "invalid %s: errors[%zu] is not an object",
+				       what, i);
+		res->nerrors++;
+		if (only_keys(e, err_keys, what, err) < 0 ||
+		    get_string(e, "path", true, &res->errors[i].path, what, err) < 0 ||
+		    get_string(e, "message", true, &res->errors[i].message, what, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+void agent_reply_free(struct agent_reply *reply)
+{
+	free(reply->message);
+	agent_info_free(&reply->info);
+	agent_fs_result_free(&reply->fs);
+	memset(reply, 0, sizeof(*reply));
+}
+
+int agent_parse_reply(const void *data, size_t len, struct agent_reply *reply, struct cv_error *err)
+{
+	memset(reply, 0, sizeof(*reply));
+	json_t *root = parse_object(data, len, "reply", err);
+	if (!root)
+		return -1;
+	char *name = NULL;
+	int rc = -1;
+	if (get_string(root, "event", true, &name, "reply", err) < 0)
+		goto out;
+	if (strcmp(name, "error") == 0) {
+		static const char *const keys[] = { "event", "message", NULL };
+		reply->kind = AGENT_REPLY_ERROR;
+		if (only_keys(root, keys, "error event", err) < 0 ||
+		    get_string(root, "message", true, &reply->message, "error event", err) < 0)
+			goto out;
+	} else if (strcmp(name, "info") == 0) {
+		reply->kind = AGENT_REPLY_INFO;
+		if (parse_info(root, &reply->info, err) < 0)
+			goto out;
+	} else if (strcmp(name, "frozen") == 0 || strcmp(name, "thawed") == 0) {
+		bool thaw = name[0] == 't';
+		reply->kind = thaw ? AGENT_REPLY_THAWED : AGENT_REPLY_FROZEN;
+		reply->fs.thaw = thaw;
+		if (parse_fs_result(root, &reply->fs, thaw ? "thawed event" : "frozen event", err) < 0)
+			goto out;
+	} else {
+		cv_fail(err, CV_EXIT_DATAERR, "invalid reply: unexpected event '%.64s'", name);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(name);
+	json_decref(root);
+	if (rc < 0)
+		agent_reply_free(reply);
+	return rc;
 }

@@ -76,8 +76,25 @@ enum agent_op {
 	AGENT_OP_EXEC,
 	AGENT_OP_SIGNAL,
 	AGENT_OP_PING,
-	AGENT_OP_POWEROFF,
+	AGENT_OP_POWEROFF,   /* alias of shutdown with action poweroff, kept for older clients */
+	AGENT_OP_RESIZE,
+	AGENT_OP_INFO,
+	AGENT_OP_SHUTDOWN,
+	AGENT_OP_FREEZE,
+	AGENT_OP_THAW,
 };
+
+enum agent_shutdown_action {
+	AGENT_SHUTDOWN_POWEROFF,
+	AGENT_SHUTDOWN_REBOOT,
+};
+
+/* Terminal size limits: the kernel's struct winsize holds 16-bit counts; 0 means "unknown". */
+#define AGENT_TTY_MAX 65535
+#define AGENT_TTY_DEFAULT_ROWS 24
+#define AGENT_TTY_DEFAULT_COLS 80
+/* A freeze or thaw request names at most this many paths (a guest has a handful of mounts). */
+#define AGENT_MAX_PATHS 256
 
 struct agent_request {
 	enum agent_op op;
@@ -85,7 +102,12 @@ struct agent_request {
 	char **env;        /* exec: NULL-terminated "K=V" list, or NULL when absent */
 	char *cwd;         /* exec: absolute path, or NULL when absent */
 	bool stdin_open;   /* exec: the client will send STDIN frames */
+	bool tty;          /* exec: run the command on a new pseudo-terminal */
+	unsigned rows;     /* exec with tty (default 24), resize: 1..AGENT_TTY_MAX */
+	unsigned cols;     /* exec with tty (default 80), resize: 1..AGENT_TTY_MAX */
 	int signal;        /* signal: 1..64 */
+	enum agent_shutdown_action action;  /* shutdown; POWEROFF for the poweroff alias */
+	char **paths;      /* freeze/thaw: NULL-terminated absolute paths, NULL = the default set */
 	char *token;       /* any op: authentication token, or NULL when absent */
 };
 
@@ -94,12 +116,31 @@ int agent_parse_request(const void *data, size_t len, struct agent_request *req,
 			struct cv_error *err);
 void agent_request_free(struct agent_request *req);
 
+/* Everything an exec request can say; see docs/agent-protocol.md. */
+struct agent_exec_spec {
+	char *const *argv;    /* required */
+	char *const *env;     /* NULL: the agent's environment */
+	const char *cwd;      /* NULL: "/" */
+	bool stdin_open;
+	bool tty;
+	unsigned rows, cols;  /* with tty only; 0 leaves the agent's default */
+};
+
 /* Encoders; token may be NULL. env and cwd may be NULL (omitted). */
+int agent_send_exec_spec(int fd, const struct agent_exec_spec *spec, const char *token,
+			 struct cv_error *err);
 int agent_send_exec(int fd, char *const *argv, char *const *env, const char *cwd,
 		    bool stdin_open, const char *token, struct cv_error *err);
 int agent_send_signal(int fd, int signo, struct cv_error *err);
+int agent_send_resize(int fd, unsigned rows, unsigned cols, struct cv_error *err);
 int agent_send_ping(int fd, const char *token, struct cv_error *err);
 int agent_send_poweroff(int fd, const char *token, struct cv_error *err);
+int agent_send_info_request(int fd, const char *token, struct cv_error *err);
+int agent_send_shutdown(int fd, enum agent_shutdown_action action, const char *token,
+			struct cv_error *err);
+/* paths: NULL-terminated, or NULL for the agent's default set. */
+int agent_send_freeze(int fd, char *const *paths, const char *token, struct cv_error *err);
+int agent_send_thaw(int fd, char *const *paths, const char *token, struct cv_error *err);
 
 /* ---- control messages: agent to client ---- */
 
@@ -125,5 +166,90 @@ int agent_send_started(int fd, int pid, struct cv_error *err);
 int agent_send_exit(int fd, int status, struct cv_error *err);
 int agent_send_error(int fd, const char *message, struct cv_error *err);
 int agent_send_pong(int fd, const char *version, struct cv_error *err);
+
+/*
+ * ---- replies to the one-shot queries: info, freeze, thaw ----
+ *
+ * They are parsed apart from agent_parse_event, whose event kinds describe an exec stream and are
+ * switched over exhaustively by clients; a query's answer is its reply or an error event.
+ */
+
+/* Per-CPU time since boot, in nanoseconds, from /proc/stat (one entry per online CPU). */
+struct agent_cpu_times {
+	unsigned id;       /* the N of cpuN */
+	uint64_t user, nice, system, idle, iowait, irq, softirq, steal;
+};
+
+/* One mounted filesystem with storage behind it; sizes in bytes from statvfs. */
+struct agent_fs_usage {
+	char *path;        /* mount point */
+	char *type;        /* e.g. "ext4", "tmpfs" */
+	char *source;      /* e.g. "/dev/vda"; as the kernel lists it */
+	uint64_t size, used, available;  /* available: to unprivileged users */
+	bool readonly;
+};
+
+/* At most this many CPUs and filesystems are reported, so the reply fits in one frame. */
+#define AGENT_INFO_MAX_CPUS 1024
+#define AGENT_INFO_MAX_FS 1024
+
+struct agent_info {
+	char *hostname;
+	char *kernel;      /* uname release */
+	double uptime;     /* seconds since boot, suspend included */
+	double load[3];    /* 1, 5 and 15 minute load averages */
+	uint64_t mem_total, mem_free, mem_available;  /* bytes */
+	struct agent_cpu_times *cpus;
+	size_t ncpus;
+	struct agent_fs_usage *fs;
+	size_t nfs;
+};
+
+void agent_info_free(struct agent_info *info);
+
+/* One path a freeze or thaw could not handle. */
+struct agent_path_error {
+	char *path;
+	char *message;
+};
+
+/*
+ * The answer to freeze ("frozen") or thaw ("thawed"). A freeze is all or nothing: with errors,
+ * paths is empty and nothing this request froze remains frozen. A thaw does what it can.
+ */
+struct agent_fs_result {
+	bool thaw;
+	char **paths;      /* NULL-terminated (never NULL once parsed or built) */
+	size_t npaths;
+	struct agent_path_error *errors;
+	size_t nerrors;
+};
+
+void agent_fs_result_free(struct agent_fs_result *res);
+/* Appends to a result being built; copies the strings. */
+int agent_fs_result_add_path(struct agent_fs_result *res, const char *path, struct cv_error *err);
+int agent_fs_result_add_error(struct agent_fs_result *res, const char *path, const char *message,
+			      struct cv_error *err);
+
+enum agent_reply_kind {
+	AGENT_REPLY_ERROR,
+	AGENT_REPLY_INFO,
+	AGENT_REPLY_FROZEN,
+	AGENT_REPLY_THAWED,
+};
+
+struct agent_reply {
+	enum agent_reply_kind kind;
+	char *message;                 /* error */
+	struct agent_info info;        /* info */
+	struct agent_fs_result fs;     /* frozen, thawed */
+};
+
+/* Parses the answer to info, freeze or thaw: the reply itself or an error event. */
+int agent_parse_reply(const void *data, size_t len, struct agent_reply *reply, struct cv_error *err);
+void agent_reply_free(struct agent_reply *reply);
+
+int agent_send_info_event(int fd, const struct agent_info *info, struct cv_error *err);
+int agent_send_fs_result(int fd, const struct agent_fs_result *res, struct cv_error *err);
 
 #endif

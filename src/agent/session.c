@@ -3,6 +3,11 @@
  * one poll() loop over the client socket, the command's stdout/stderr pipes, its stdin pipe and
  * a pidfd that becomes readable when it exits. Output is forwarded as it arrives; stdin from the
  * client is buffered (bounded) so a command that does not read cannot stall signal delivery.
+ *
+ * With "tty" the pipes are replaced by one pseudo-terminal: the command gets the slave side as
+ * stdin, stdout, stderr and controlling terminal; the agent reads and writes the master through
+ * two duplicates of it (so output and input close independently) and keeps the original for
+ * resize and for finding the terminal's foreground process group.
  */
 #include "session.h"
 
@@ -13,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -46,6 +52,7 @@ struct session {
 	int out_fd;           /* read ends of the command's stdout/stderr; -1 once closed */
 	int err_fd;
 	int in_fd;            /* write end of its stdin; -1 if not requested or closed */
+	int pty;              /* tty sessions: the pseudo-terminal master; -1 otherwise */
 	bool in_eof;          /* the client sent the zero-length STDIN frame */
 	uint8_t *in_buf;
 	size_t in_len;
@@ -85,6 +92,11 @@ static _Noreturn void child_exec(const struct session_opts *opts, const struct a
 {
 	/* Own session and process group, so signals and a disconnect reach all its children. */
 	setsid();
+	/* A session leader without a terminal adopts this one: job control and ^C then work. */
+	if (req->tty && ioctl(in_fd, TIOCSCTTY, 0) < 0) {
+		dprintf(err_fd, "cvisor-agent: make the terminal controlling: %s\r\n", strerror(errno));
+		_exit(CV_EXIT_CANNOT_EXEC);
+	}
 	/*
 	 * Ignored dispositions survive exec: ours (SIGPIPE, SIGCHLD) and any the agent inherited,
 	 * such as SIGINT/SIGQUIT when a shell started it in the background. The command must see
@@ -117,9 +129,90 @@ static _Noreturn void child_exec(const struct session_opts *opts, const struct a
 	_exit(e == ENOENT ? CV_EXIT_NOT_FOUND : CV_EXIT_CANNOT_EXEC);
 }
 
+/*
+ * Opens a pseudo-terminal pair of the requested size. The slave is opened through the master
+ * (TIOCGPTPEER) where the kernel has it, so no /dev/pts path lookup can reach a different devpts
+ * instance; ptsname is the fallback for kernels before 4.13.
+ */
+static int open_pty(const struct agent_request *req, int *master_out, int *slave_out,
+		    struct cv_error *err)
+{
+	int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (master < 0)
+		return cv_fail_errno(err, CV_EXIT_OSERR, "exec: open a pseudo-terminal");
+	if (grantpt(master) < 0 || unlockpt(master) < 0) {
+		cv_fail_errno(err, CV_EXIT_OSERR, "exec: unlock the pseudo-terminal");
+		close(master);
+		return -1;
+	}
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)
+#endif
+	int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (slave < 0) {
+		char name[128];
+		if (ptsname_r(master, name, sizeof(name)) == 0)
+			slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	}
+	if (slave < 0) {
+		cv_fail_errno(err, CV_EXIT_OSERR, "exec: open the pseudo-terminal's slave side");
+		close(master);
+		return -1;
+	}
+	struct winsize ws = { .ws_row = (unsigned short)req->rows, .ws_col = (unsigned short)req->cols };
+	if (ioctl(master, TIOCSWINSZ, &ws) < 0) {
+		cv_fail_errno(err, CV_EXIT_OSERR, "exec: set the terminal size");
+		close(master);
+		close(slave);
+		return -1;
+	}
+	*master_out = master;
+	*slave_out = slave;
+	return 0;
+}
+
+static int spawn_tty(struct session *s, const struct session_opts *opts,
+		     const struct agent_request *req, struct cv_error *err)
+{
+	int master = -1, slave = -1;
+	if (open_pty(req, &master, &slave, err) < 0)
+		return -1;
+	int out = fcntl(master, F_DUPFD_CLOEXEC, 3);
+	int in = req->stdin_open ? fcntl(master, F_DUPFD_CLOEXEC, 3) : -1;
+	if (out < 0 || (req->stdin_open && in < 0)) {
+		cv_fail_errno(err, CV_EXIT_OSERR, "exec: dup");
+		goto fail;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		cv_fail_errno(err, CV_EXIT_OSERR, "exec: fork");
+		goto fail;
+	}
+	if (pid == 0)
+		child_exec(opts, req, slave, slave, slave);
+	/* Only the command may hold the slave: its last close is how the output reaches EOF. */
+	close(slave);
+	s->pid = pid;
+	s->pty = master;
+	s->out_fd = out;
+	s->in_fd = in;
+	/* The duplicates share one open file description, so this sets both. */
+	fcntl(out, F_SETFL, O_NONBLOCK);
+	s->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	return 0;
+fail:
+	close_fd(&out);
+	close_fd(&in);
+	close(master);
+	close(slave);
+	return -1;
+}
+
 static int spawn(struct session *s, const struct session_opts *opts,
 		 const struct agent_request *req, struct cv_error *err)
 {
+	if (req->tty)
+		return spawn_tty(s, opts, req, err);
 	int out[2] = { -1, -1 }, errp[2] = { -1, -1 }, in[2] = { -1, -1 };
 	if (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
 		cv_fail_errno(err, CV_EXIT_OSERR, "exec: pipe");
@@ -193,8 +286,13 @@ static void reap(struct session *s, bool block)
 /* The client is gone or broke the protocol: nobody is left to see the output. */
 static void abandon(struct session *s)
 {
-	if (!s->exited)
+	if (!s->exited) {
+		/* A shell with job control moves jobs into groups of their own; take those too. */
+		pid_t fg = s->pty >= 0 ? tcgetpgrp(s->pty) : -1;
+		if (fg > 0 && fg != s->pid)
+			kill(-fg, SIGKILL);
 		kill(-s->pid, SIGKILL);
+	}
 	reap(s, true);
 }
 
@@ -255,6 +353,17 @@ static void flush_stdin(struct session *s)
 		close_fd(&s->in_fd);
 }
 
+/* Where a signal request goes: the terminal's foreground group (as its ^C would), else ours. */
+static pid_t signal_target(const struct session *s)
+{
+	if (s->pty >= 0) {
+		pid_t fg = tcgetpgrp(s->pty);
+		if (fg > 0)
+			return fg;
+	}
+	return s->pid;
+}
+
 static int handle_control(struct session *s, const struct agent_frame *f, struct cv_error *err)
 {
 	struct agent_request req;
@@ -264,11 +373,23 @@ static int handle_control(struct session *s, const struct agent_frame *f, struct
 	int rc = 0;
 	if (req.op == AGENT_OP_SIGNAL) {
 		/* After the reap the group id may be recycled, so late signals are dropped. */
-		if (!s->exited && kill(-s->pid, req.signal) < 0 && errno != ESRCH)
+		if (!s->exited && kill(-signal_target(s), req.signal) < 0 && errno != ESRCH)
 			rc = agent_send_error(s->conn, "signal: not permitted", err);
+	} else if (req.op == AGENT_OP_RESIZE) {
+		/* The kernel sends SIGWINCH to the terminal's foreground group itself. */
+		struct winsize ws = { .ws_row = (unsigned short)req.rows,
+				      .ws_col = (unsigned short)req.cols };
+		if (s->pty < 0) {
+			rc = agent_send_error(s->conn, "resize: the command has no terminal (exec without \"tty\")",
+					      err);
+		} else if (ioctl(s->pty, TIOCSWINSZ, &ws) < 0) {
+			char msg[128];
+			snprintf(msg, sizeof(msg), "resize: %s", strerror(errno));
+			rc = agent_send_error(s->conn, msg, err);
+		}
 	} else {
 		rc = agent_send_error(s->conn,
-				      "a command is already running on this connection (only 'signal' is accepted)",
+				      "a command is already running on this connection (only 'signal' and 'resize' are accepted)",
 				      err);
 	}
 	agent_request_free(&req);
@@ -359,7 +480,8 @@ static int loop(struct session *s, struct cv_error *err)
 int session_run(const struct session_opts *opts, int conn, const struct agent_request *req,
 		struct cv_error *err)
 {
-	struct session s = { .conn = conn, .pidfd = -1, .out_fd = -1, .err_fd = -1, .in_fd = -1 };
+	struct session s = { .conn = conn, .pidfd = -1, .out_fd = -1, .err_fd = -1, .in_fd = -1,
+			     .pty = -1 };
 	agent_reader_init(&s.rd);
 	s.chunk = malloc(OUTPUT_CHUNK);
 	if (!s.chunk)
@@ -380,6 +502,8 @@ out:
 	close_fd(&s.out_fd);
 	close_fd(&s.err_fd);
 	close_fd(&s.in_fd);
+	/* Last: if a background process still holds the terminal, this hangs it up (SIGHUP). */
+	close_fd(&s.pty);
 	close_fd(&s.pidfd);
 	free(s.in_buf);
 	free(s.chunk);

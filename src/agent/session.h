@@ -1,7 +1,8 @@
 /*
  * One exec session of cvisor-agent: runs the requested command in its own process group with
- * piped stdio, streams its output as frames, feeds it stdin frames, forwards signal requests, and
- * reports its exit status. A client that disconnects takes the whole process group with it.
+ * piped stdio (or on a new pseudo-terminal for "tty"), streams its output as frames, feeds it
+ * stdin frames, forwards signal and resize requests, and reports its exit status. A client that
+ * disconnects takes the whole process group with it.
  */
 #ifndef CVISOR_AGENT_SESSION_H
 #define CVISOR_AGENT_SESSION_H

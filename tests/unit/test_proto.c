@@ -1,7 +1,7 @@
 /*
  * Unit tests of the agent wire protocol (src/agent/proto.c): frame round trips over a socketpair
  * and a plain file, rejection of oversized, unknown-type and truncated frames by both decoders,
- * and strict validation of every control message.
+ * and strict validation of every control message and of the replies to info, freeze and thaw.
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -509,4 +509,313 @@ Test(events, encode_decode_round_trip)
 	}
 	close(sv[0]);
 	close(sv[1]);
+}
+
+/* ---- interactive exec, resize, info, shutdown, freeze/thaw ---- */
+
+Test(requests, exec_tty_defaults_and_sizes)
+{
+	struct agent_request req;
+	struct cv_error err = { 0 };
+	cr_assert_eq(parse_req("{\"op\":\"exec\",\"argv\":[\"sh\"],\"tty\":true}", &req, &err), 0,
+		     "%s", err.msg);
+	cr_assert(req.tty);
+	cr_assert_eq(req.rows, AGENT_TTY_DEFAULT_ROWS);
+	cr_assert_eq(req.cols, AGENT_TTY_DEFAULT_COLS);
+	agent_request_free(&req);
+	cr_assert_eq(parse_req("{\"op\":\"exec\",\"argv\":[\"sh\"],\"tty\":true,\"rows\":1,"
+			       "\"cols\":65535,\"stdin\":true}", &req, &err), 0, "%s", err.msg);
+	cr_assert_eq(req.rows, 1);
+	cr_assert_eq(req.cols, 65535);
+	cr_assert(req.stdin_open);
+	agent_request_free(&req);
+	cr_assert_eq(parse_req("{\"op\":\"exec\",\"argv\":[\"sh\"],\"tty\":false}", &req, &err), 0);
+	cr_assert_not(req.tty);
+	agent_request_free(&req);
+}
+
+Test(requests, new_ops)
+{
+	struct agent_request req;
+	struct cv_error err = { 0 };
+	cr_assert_eq(parse_req("{\"op\":\"resize\",\"rows\":50,\"cols\":132}", &req, &err), 0);
+	cr_assert_eq(req.op, AGENT_OP_RESIZE);
+	cr_assert_eq(req.rows, 50);
+	cr_assert_eq(req.cols, 132);
+	agent_request_free(&req);
+	cr_assert_eq(parse_req("{\"op\":\"info\",\"token\":\"t\"}", &req, &err), 0);
+	cr_assert_eq(req.op, AGENT_OP_INFO);
+	agent_request_free(&req);
+	cr_assert_eq(parse_req("{\"op\":\"shutdown\",\"action\":\"reboot\"}", &req, &err), 0);
+	cr_assert_eq(req.op, AGENT_OP_SHUTDOWN);
+	cr_assert_eq(req.action, AGENT_SHUTDOWN_REBOOT);
+	agent_request_free(&req);
+	cr_assert_eq(parse_req("{\"op\":\"shutdown\",\"action\":\"poweroff\"}", &req, &err), 0);
+	cr_assert_eq(req.action, AGENT_SHUTDOWN_POWEROFF);
+	agent_request_free(&req);
+	cr_assert_eq(parse_req("{\"op\":\"poweroff\"}", &req, &err), 0);
+	cr_assert_eq(req.action, AGENT_SHUTDOWN_POWEROFF, "the alias powers off");
+	agent_request_free(&req);
+	cr_assert_eq(parse_req("{\"op\":\"freeze\"}", &req, &err), 0);
+	cr_assert_eq(req.op, AGENT_OP_FREEZE);
+	cr_assert_null(req.paths, "absent paths: the default set");
+	agent_request_free(&req);
+	cr_assert_eq(parse_req("{\"op\":\"thaw\",\"paths\":[\"/a\",\"/b c\"]}", &req, &err), 0);
+	cr_assert_eq(req.op, AGENT_OP_THAW);
+	cr_assert_str_eq(req.paths[1], "/b c");
+	cr_assert_null(req.paths[2]);
+	agent_request_free(&req);
+}
+
+Test(requests, new_ops_reject_malformed)
+{
+	static const char *const bad[] = {
+		"{\"op\":\"exec\",\"argv\":[\"sh\"],\"tty\":1}",
+		"{\"op\":\"exec\",\"argv\":[\"sh\"],\"tty\":\"yes\"}",
+		"{\"op\":\"exec\",\"argv\":[\"sh\"],\"rows\":24,\"cols\":80}",
+		"{\"op\":\"exec\",\"argv\":[\"sh\"],\"tty\":false,\"rows\":24}",
+		"{\"op\":\"exec\",\"argv\":[\"sh\"],\"tty\":true,\"rows\":0}",
+		"{\"op\":\"exec\",\"argv\":[\"sh\"],\"tty\":true,\"rows\":-1}",
+		"{\"op\":\"exec\",\"argv\":[\"sh\"],\"tty\":true,\"cols\":65536}",
+		"{\"op\":\"exec\",\"argv\":[\"sh\"],\"tty\":true,\"cols\":80.5}",
+		"{\"op\":\"exec\",\"argv\":[\"sh\"],\"tty\":true,\"rows\":\"24\"}",
+		"{\"op\":\"exec\",\"argv\":[\"sh\"],\"tty\":true,\"rows\":null}",
+		"{\"op\":\"resize\"}",
+		"{\"op\":\"resize\",\"rows\":24}",
+		"{\"op\":\"resize\",\"rows\":0,\"cols\":80}",
+		"{\"op\":\"resize\",\"rows\":24,\"cols\":99999}",
+		"{\"op\":\"resize\",\"rows\":24,\"cols\":80,\"x\":1}",
+		"{\"op\":\"info\",\"verbose\":true}",
+		"{\"op\":\"shutdown\"}",
+		"{\"op\":\"shutdown\",\"action\":\"halt\"}",
+		"{\"op\":\"shutdown\",\"action\":1}",
+		"{\"op\":\"shutdown\",\"action\":\"reboot\",\"force\":true}",
+		"{\"op\":\"freeze\",\"paths\":[]}",
+		"{\"op\":\"freeze\",\"paths\":\"/\"}",
+		"{\"op\":\"freeze\",\"paths\":[\"relative\"]}",
+		"{\"op\":\"freeze\",\"paths\":[\"/\",2]}",
+		"{\"op\":\"thaw\",\"paths\":[\"\"]}",
+		"{\"op\":\"thaw\",\"all\":true}",
+	};
+	for (size_t i = 0; i < CV_ARRAY_SIZE(bad); i++) {
+		struct agent_request req;
+		struct cv_error err = { 0 };
+		cr_expect_eq(parse_req(bad[i], &req, &err), -1, "accepted: %s", bad[i]);
+		cr_expect_neq(err.msg[0], 0, "no message for: %s", bad[i]);
+		cr_expect_null(req.argv);
+		cr_expect_null(req.paths);
+	}
+}
+
+Test(requests, freeze_path_limit)
+{
+	/* One over the limit is refused; the limit itself is accepted. */
+	for (int extra = 0; extra <= 1; extra++) {
+		size_t n = AGENT_MAX_PATHS + (size_t)extra;
+		char *json = malloc(n * 8 + 64);
+		cr_assert_not_null(json);
+		size_t off = (size_t)sprintf(json, "{\"op\":\"freeze\",\"paths\":[");
+		for (size_t i = 0; i < n; i++)
+			off += (size_t)sprintf(json + off, "%s\"/p%zu\"", i ? "," : "", i % 100);
+		sprintf(json + off, "]}");
+		struct agent_request req;
+		struct cv_error err = { 0 };
+		cr_assert_eq(parse_req(json, &req, &err), extra ? -1 : 0, "%zu paths: %s", n, err.msg);
+		agent_request_free(&req);
+		free(json);
+	}
+}
+
+Test(requests, new_ops_round_trip)
+{
+	int sv[2];
+	pair(sv);
+	struct cv_error err = { 0 };
+	char *argv[] = { "sh", "-i", NULL };
+	struct agent_exec_spec spec = { .argv = argv, .stdin_open = true, .tty = true, .rows = 40,
+					.cols = 100 };
+	char *paths[] = { "/", "/data", NULL };
+	cr_assert_eq(agent_send_exec_spec(sv[0], &spec, "tok", &err), 0, "%s", err.msg);
+	spec.rows = spec.cols = 0;
+	cr_assert_eq(agent_send_exec_spec(sv[0], &spec, NULL, &err), 0, "%s", err.msg);
+	cr_assert_eq(agent_send_resize(sv[0], 25, 81, &err), 0);
+	cr_assert_eq(agent_send_info_request(sv[0], NULL, &err), 0);
+	cr_assert_eq(agent_send_shutdown(sv[0], AGENT_SHUTDOWN_REBOOT, "tok", &err), 0);
+	cr_assert_eq(agent_send_freeze(sv[0], paths, NULL, &err), 0, "%s", err.msg);
+	cr_assert_eq(agent_send_thaw(sv[0], NULL, NULL, &err), 0);
+
+	struct agent_request req;
+	recv_req(sv[1], &req);
+	cr_assert(req.tty && req.stdin_open);
+	cr_assert_eq(req.rows, 40);
+	cr_assert_eq(req.cols, 100);
+	agent_request_free(&req);
+	recv_req(sv[1], &req);
+	cr_assert(req.tty);
+	cr_assert_eq(req.rows, AGENT_TTY_DEFAULT_ROWS, "0 leaves the agent's default");
+	agent_request_free(&req);
+	recv_req(sv[1], &req);
+	cr_assert_eq(req.op, AGENT_OP_RESIZE);
+	cr_assert_eq(req.rows, 25);
+	cr_assert_eq(req.cols, 81);
+	agent_request_free(&req);
+	recv_req(sv[1], &req);
+	cr_assert_eq(req.op, AGENT_OP_INFO);
+	agent_request_free(&req);
+	recv_req(sv[1], &req);
+	cr_assert_eq(req.op, AGENT_OP_SHUTDOWN);
+	cr_assert_eq(req.action, AGENT_SHUTDOWN_REBOOT);
+	cr_assert_str_eq(req.token, "tok");
+	agent_request_free(&req);
+	recv_req(sv[1], &req);
+	cr_assert_eq(req.op, AGENT_OP_FREEZE);
+	cr_assert_str_eq(req.paths[1], "/data");
+	agent_request_free(&req);
+	recv_req(sv[1], &req);
+	cr_assert_eq(req.op, AGENT_OP_THAW);
+	cr_assert_null(req.paths);
+	agent_request_free(&req);
+
+	/* Encoders refuse what the agent would refuse. */
+	char *empty[] = { NULL };
+	char *rel[] = { "x", NULL };
+	cr_assert_eq(agent_send_resize(sv[0], 0, 80, &err), -1);
+	cr_assert_eq(agent_send_resize(sv[0], 24, 65536, &err), -1);
+	cr_assert_eq(agent_send_freeze(sv[0], empty, NULL, &err), -1);
+	cr_assert_eq(agent_send_thaw(sv[0], rel, NULL, &err), -1);
+	spec.rows = 70000;
+	cr_assert_eq(agent_send_exec_spec(sv[0], &spec, NULL, &err), -1);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* Receives one control frame and parses it as a reply. */
+static void recv_reply(int fd, struct agent_reply *reply)
+{
+	struct agent_frame f;
+	struct cv_error err = { 0 };
+	cr_assert_eq(agent_recv_frame(fd, &f, &err), 1, "%s", err.msg);
+	cr_assert_eq(agent_parse_reply(f.data, f.len, reply, &err), 0, "%s: %s", err.msg, f.data);
+	agent_frame_free(&f);
+}
+
+Test(replies, info_round_trip)
+{
+	int sv[2];
+	pair(sv);
+	struct agent_cpu_times cpus[2] = {
+		{ .id = 0, .user = 1, .nice = 2, .system = 3, .idle = 4, .iowait = 5, .irq = 6,
+		  .softirq = 7, .steal = 8 },
+		{ .id = 3, .idle = 10000000000ull },
+	};
+	struct agent_fs_usage fs[1] = {
+		{ .path = "/mnt/with space", .type = "ext4", .source = "/dev/vda", .size = 1ull << 40,
+		  .used = 12345, .available = 999, .readonly = true },
+	};
+	struct agent_info info = { .hostname = "h\xffst", .kernel = "6.1.0", .uptime = 12.5,
+				   .load = { 0.5, 0.25, 0 }, .mem_total = 1ull << 33,
+				   .mem_free = 100, .mem_available = 200, .cpus = cpus, .ncpus = 2,
+				   .fs = fs, .nfs = 1 };
+	struct cv_error err = { 0 };
+	cr_assert_eq(agent_send_info_event(sv[0], &info, &err), 0, "%s", err.msg);
+	struct agent_reply r;
+	recv_reply(sv[1], &r);
+	cr_assert_eq(r.kind, AGENT_REPLY_INFO);
+	cr_assert_str_eq(r.info.hostname, "h?st", "non-UTF-8 bytes are replaced, not dropped");
+	cr_assert_str_eq(r.info.kernel, "6.1.0");
+	cr_assert_float_eq(r.info.uptime, 12.5, 1e-9);
+	cr_assert_float_eq(r.info.load[1], 0.25, 1e-9);
+	cr_assert_eq(r.info.mem_total, 1ull << 33);
+	cr_assert_eq(r.info.mem_available, 200);
+	cr_assert_eq(r.info.ncpus, 2);
+	cr_assert_eq(r.info.cpus[0].steal, 8);
+	cr_assert_eq(r.info.cpus[1].id, 3);
+	cr_assert_eq(r.info.cpus[1].idle, 10000000000ull);
+	cr_assert_eq(r.info.nfs, 1);
+	cr_assert_str_eq(r.info.fs[0].path, "/mnt/with space");
+	cr_assert_eq(r.info.fs[0].size, 1ull << 40);
+	cr_assert(r.info.fs[0].readonly);
+	agent_reply_free(&r);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+Test(replies, fs_results_and_errors)
+{
+	int sv[2];
+	pair(sv);
+	struct cv_error err = { 0 };
+	struct agent_fs_result res = { 0 };
+	cr_assert_eq(agent_fs_result_add_path(&res, "/a", &err), 0);
+	cr_assert_eq(agent_fs_result_add_error(&res, "/b", "already frozen", &err), 0);
+	cr_assert_eq(agent_send_fs_result(sv[0], &res, &err), 0, "%s", err.msg);
+	res.thaw = true;
+	cr_assert_eq(agent_send_fs_result(sv[0], &res, &err), 0, "%s", err.msg);
+	agent_fs_result_free(&res);
+	res.thaw = false;
+	cr_assert_eq(agent_send_fs_result(sv[0], &res, &err), 0, "an empty result is still a list");
+	cr_assert_eq(agent_send_error(sv[0], "boom", &err), 0);
+
+	struct agent_reply r;
+	recv_reply(sv[1], &r);
+	cr_assert_eq(r.kind, AGENT_REPLY_FROZEN);
+	cr_assert_eq(r.fs.npaths, 1);
+	cr_assert_str_eq(r.fs.paths[0], "/a");
+	cr_assert_eq(r.fs.nerrors, 1);
+	cr_assert_str_eq(r.fs.errors[0].path, "/b");
+	cr_assert_str_eq(r.fs.errors[0].message, "already frozen");
+	agent_reply_free(&r);
+	recv_reply(sv[1], &r);
+	cr_assert_eq(r.kind, AGENT_REPLY_THAWED);
+	cr_assert(r.fs.thaw);
+	agent_reply_free(&r);
+	recv_reply(sv[1], &r);
+	cr_assert_eq(r.fs.npaths, 0);
+	cr_assert_not_null(r.fs.paths);
+	cr_assert_eq(r.fs.nerrors, 0);
+	agent_reply_free(&r);
+	recv_reply(sv[1], &r);
+	cr_assert_eq(r.kind, AGENT_REPLY_ERROR);
+	cr_assert_str_eq(r.message, "boom");
+	agent_reply_free(&r);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+Test(replies, reject_malformed)
+{
+	static const char *const bad[] = {
+		"{\"event\":\"pong\",\"version\":\"1\"}",
+		"{\"event\":\"frozen\"}",
+		"{\"event\":\"frozen\",\"paths\":[],\"errors\":{}}",
+		"{\"event\":\"frozen\",\"paths\":[1],\"errors\":[]}",
+		"{\"event\":\"thawed\",\"paths\":[],\"errors\":[{\"path\":\"/\"}]}",
+		"{\"event\":\"thawed\",\"paths\":[],\"errors\":[\"x\"]}",
+		"{\"event\":\"thawed\",\"paths\":[],\"errors\":[],\"extra\":1}",
+		"{\"event\":\"info\"}",
+		"{\"event\":\"info\",\"hostname\":\"h\",\"kernel\":\"k\",\"uptime\":1,\"load\":[1,2],"
+		"\"memory\":{\"total\":1,\"free\":1,\"available\":1},\"cpus\":[],\"filesystems\":[]}",
+		"{\"event\":\"info\",\"hostname\":\"h\",\"kernel\":\"k\",\"uptime\":-1,\"load\":[1,2,3],"
+		"\"memory\":{\"total\":1,\"free\":1,\"available\":1},\"cpus\":[],\"filesystems\":[]}",
+		"{\"event\":\"info\",\"hostname\":\"h\",\"kernel\":\"k\",\"uptime\":1,\"load\":[1,2,3],"
+		"\"memory\":{\"total\":-1,\"free\":1,\"available\":1},\"cpus\":[],\"filesystems\":[]}",
+		"{\"event\":\"info\",\"hostname\":\"h\",\"kernel\":\"k\",\"uptime\":1,\"load\":[1,2,3],"
+		"\"memory\":{\"total\":1,\"free\":1,\"available\":1},\"cpus\":[{\"cpu\":0}],"
+		"\"filesystems\":[]}",
+		"{\"event\":\"info\",\"hostname\":\"h\",\"kernel\":\"k\",\"uptime\":1,\"load\":[1,2,3],"
+		"\"memory\":{\"total\":1,\"free\":1,\"available\":1},\"cpus\":[],"
+		"\"filesystems\":[{\"path\":\"/\",\"type\":\"ext4\",\"source\":\"x\",\"size\":1,"
+		"\"used\":1,\"available\":1,\"readonly\":0}]}",
+	};
+	for (size_t i = 0; i < CV_ARRAY_SIZE(bad); i++) {
+		struct agent_reply r;
+		struct cv_error err = { 0 };
+		cr_expect_eq(agent_parse_reply(bad[i], strlen(bad[i]), &r, &err), -1, "accepted: %s",
+			     bad[i]);
+	}
+	/* The stream-event parser does not take query replies (clients switch over its kinds). */
+	struct agent_event ev;
+	struct cv_error err = { 0 };
+	const char *frozen = "{\"event\":\"frozen\",\"paths\":[],\"errors\":[]}";
+	cr_assert_eq(agent_parse_event(frozen, strlen(frozen), &ev, &err), -1);
 }

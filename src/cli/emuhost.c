@@ -26,9 +26,10 @@ static void usage(FILE *out)
 		"                 boot the host and wait for its agent (the first start downloads the kernel)\n"
 		"  stop           power the host off\n"
 		"  status         print whether it runs; exit 0 if its agent answers, 69 if not\n"
-		"  exec [-C DIR] [-i] [--boot-if-needed] [--] CMD [ARG...]\n"
+		"  exec [-C DIR] [-i] [-t] [--boot-if-needed] [--] CMD [ARG...]\n"
 		"                 run CMD inside with this environment, in DIR (default: the current\n"
-		"                 directory); -i forwards stdin. Exits with CMD's status (128+N on signal N).\n"
+		"                 directory); -i forwards stdin, -t runs CMD on a terminal (stdin must\n"
+		"                 be one). Exits with CMD's status (128+N on signal N).\n"
 		"                 --boot-if-needed: with no host running, boot one for CMD, stop it after\n"
 		"  prepare        download and unpack the host kernel into the cache now\n"
 		"\n"
@@ -125,6 +126,8 @@ static int cmd_exec(int argc, char **argv)
 		}
 		if (strcmp(argv[i], "-i") == 0 || strcmp(argv[i], "--stdin") == 0) {
 			cmd.forward_stdin = true;
+		} else if (strcmp(argv[i], "-t") == 0 || strcmp(argv[i], "--tty") == 0) {
+			cmd.tty = true;
 		} else if (strcmp(argv[i], "--boot-if-needed") == 0) {
 			boot_if_needed = true;
 		} else if (strcmp(argv[i], "-C") == 0 || strcmp(argv[i], "--cwd") == 0) {

@@ -1,53 +1,24 @@
 /*
  * `cvisor run`: boot a microVM with the default guest (or a given kernel/initrd), run one command
- * in it and exit with that command's status. The command travels to the guest as a small cpio
- * archive appended to the initramfs (guest/init/request.h); its output comes back on the serial
- * console between markers. On a host whose /dev/kvm cannot run Linux the same command is re-run
- * inside the emulated host.
+ * in it and exit with that command's status. This file reads the options and picks where the VM
+ * runs: here, or, on a host whose /dev/kvm cannot run Linux, inside the emulated host, where the
+ * same `cvisor run` is started again. How the command reaches the guest is in run_agent.c (the
+ * guest agent over vsock) and run_console.c (--no-agent).
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/random.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "commands.h"
-#include "cpio.h"
 #include "emuhost.h"
-#include "guest_files.h"
 #include "kvm_probe.h"
-#include "markers.h"
-#include "request.h"
+#include "run.h"
 #include "util.h"
 
 #define RUN_DEFAULT_MEMORY "256"
-#define RUN_MAX_ENV 256
-#define RUN_MAX_DEVICE_ARGS 64
-#define RUN_MAX_INITRDS 6            /* cvisor-vmm takes 8; one more carries the request */
-#define RUN_CMDLINE "console=ttyS0 panic=-1"
-
-struct run_options {
-	const char *cpus;
-	const char *memory;
-	const char *kernel;
-	const char *initrds[RUN_MAX_INITRDS];
-	int n_initrds;
-	const char *cmdline_extra;
-	const char *workdir;
-	const char *env[RUN_MAX_ENV];
-	int n_env;
-	char *device_args[RUN_MAX_DEVICE_ARGS];   /* passed to cvisor-vmm as given */
-	int n_device_args;
-	bool verbose;
-	char **command;   /* NULL-terminated */
-};
 
 static void usage(FILE *out)
 {
@@ -67,7 +38,17 @@ static void usage(FILE *out)
 		"  --net tap=NAME[,mac=MAC]       attach a NIC on a TAP device (repeatable)\n"
 		"  --balloon [SPEC]    attach a memory balloon (see cvisor-vmm --help)\n"
 		"  --cmdline-extra S   append S to the kernel command line\n"
+		"  -i, --interactive   forward stdin to COMMAND; on a terminal, COMMAND gets one too\n"
+		"  -t, --tty           run COMMAND on a terminal (stdin must be one)\n"
+		"  --no-tty            never give COMMAND a terminal (stdout and stderr stay apart)\n"
+		"  --no-agent          run COMMAND from cvisor-init and read its output off the serial\n"
+		"                      console instead of through the guest agent (no stdin; stderr is\n"
+		"                      merged into stdout; for initramfs images without cvisor-agent)\n"
 		"  -v, --verbose       show the guest kernel's console messages on stderr\n"
+		"\n"
+		"COMMAND runs through cvisor-agent in the guest, reached over virtio-vsock: its stdout and\n"
+		"stderr arrive byte for byte, Ctrl-C (SIGINT, SIGTERM, SIGHUP, SIGQUIT) is forwarded to it,\n"
+		"and the guest is powered off cleanly afterwards so disk writes are on disk.\n"
 		"\n"
 		"Exit status: COMMAND's own; 125 if the VM failed first, 126/127 if COMMAND could not\n"
 		"be run or was not found. Where /dev/kvm cannot run a guest (PVM, none), the run happens\n"
@@ -77,7 +58,7 @@ static void usage(FILE *out)
 static int parse(int argc, char **argv, struct run_options *o, struct cv_error *err)
 {
 	enum { OPT_CPUS = 1, OPT_MEMORY, OPT_KERNEL, OPT_INITRD, OPT_EXTRA, OPT_HELP, OPT_DISK,
-	       OPT_NET, OPT_BALLOON };
+	       OPT_NET, OPT_BALLOON, OPT_NO_TTY, OPT_NO_AGENT };
 	static const struct option longopts[] = {
 		{ "cpus", required_argument, NULL, OPT_CPUS },
 		{ "memory", required_argument, NULL, OPT_MEMORY },
@@ -90,17 +71,22 @@ static int parse(int argc, char **argv, struct run_options *o, struct cv_error *
 		{ "env", required_argument, NULL, 'e' },
 		{ "workdir", required_argument, NULL, 'w' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "interactive", no_argument, NULL, 'i' },
+		{ "tty", no_argument, NULL, 't' },
+		{ "no-tty", no_argument, NULL, OPT_NO_TTY },
+		{ "no-agent", no_argument, NULL, OPT_NO_AGENT },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(o, 0, sizeof(*o));
 	o->cpus = "1";
 	o->memory = RUN_DEFAULT_MEMORY;
+	o->tty = -1;
 	opterr = 0;
 	optind = 1;
 	int c;
 	/* '+': stop at the first non-option so COMMAND's own options are never ours. */
-	while ((c = getopt_long(argc, argv, "+e:w:v", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+e:w:vit", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_CPUS: o->cpus = optarg; break;
 		case OPT_MEMORY: o->memory = optarg; break;
@@ -125,6 +111,10 @@ static int parse(int argc, char **argv, struct run_options *o, struct cv_error *
 		}
 		case 'w': o->workdir = optarg; break;
 		case 'v': o->verbose = true; break;
+		case 'i': o->interactive = true; break;
+		case 't': o->tty = 1; break;
+		case OPT_NO_TTY: o->tty = 0; break;
+		case OPT_NO_AGENT: o->no_agent = true; break;
 		case 'e':
 			if (!strchr(optarg, '=') || optarg[0] == '=')
 				return cv_fail(err, CV_EXIT_USAGE, "--env '%s': expected NAME=VALUE", optarg);
@@ -142,204 +132,20 @@ static int parse(int argc, char **argv, struct run_options *o, struct cv_error *
 	}
 	if (optind >= argc)
 		return cv_fail(err, CV_EXIT_USAGE, "no command given: cvisor run [options] -- COMMAND");
+	if (o->workdir && o->workdir[0] != '/')
+		return cv_fail(err, CV_EXIT_USAGE, "--workdir '%s': must be an absolute path in the guest",
+			       o->workdir);
+	if (o->no_agent && (o->interactive || o->tty == 1))
+		return cv_fail(err, CV_EXIT_USAGE, "--no-agent cannot forward stdin (-i) or give a terminal (-t)");
+	if (o->tty == 1 && !isatty(STDIN_FILENO))
+		return cv_fail(err, CV_EXIT_USAGE, "--tty: stdin is not a terminal");
 	o->command = argv + optind;
 	return 0;
 }
 
-/* Appends one "key=value\0" record of the run request. */
-static int add_record(char **buf, size_t *len, size_t *cap, const char *key, const char *value,
-		      struct cv_error *err)
-{
-	size_t need = strlen(key) + 1 + strlen(value) + 1;
-	if (*len + need > RUN_REQUEST_MAX)
-		return cv_fail(err, CV_EXIT_USAGE, "command and environment exceed %d bytes",
-			       RUN_REQUEST_MAX);
-	if (*len + need > *cap) {
-		size_t ncap = (*cap ? *cap * 2 : 4096) + need;
-		char *n = realloc(*buf, ncap);
-		if (!n)
-			return cv_fail(err, CV_EXIT_OSERR, "out of memory");
-		*buf = n;
-		*cap = ncap;
-	}
-	*len += (size_t)sprintf(*buf + *len, "%s=%s", key, value) + 1;
-	return 0;
-}
-
-/* Writes the request cpio into an anonymous memory file the VMM reads as a second initrd. */
-static int make_request_fd(const struct run_options *o, const char *token, struct cv_error *err)
-{
-	char *req = NULL;
-	size_t len = 0, cap = 0;
-	int rc = add_record(&req, &len, &cap, "token", token, err);
-	for (char **a = o->command; rc == 0 && *a; a++)
-		rc = add_record(&req, &len, &cap, "arg", *a, err);
-	for (int i = 0; rc == 0 && i < o->n_env; i++)
-		rc = add_record(&req, &len, &cap, "env", o->env[i], err);
-	if (rc == 0 && o->workdir)
-		rc = add_record(&req, &len, &cap, "cwd", o->workdir, err);
-
-	struct cpio c;
-	cpio_init(&c);
-	if (rc == 0)
-		rc = cpio_add_dir(&c, "cvisor", 0755, err);
-	if (rc == 0)
-		rc = cpio_add_file(&c, RUN_REQUEST_PATH, 0600, req, len, err);
-	if (rc == 0)
-		rc = cpio_finish(&c, err);
-	free(req);
-	int fd = -1;
-	if (rc == 0) {
-		/* Not close-on-exec: cvisor-vmm opens it as /proc/self/fd/N. */
-		fd = memfd_create("cvisor-run-request", 0);
-		if (fd < 0)
-			rc = cv_fail_errno(err, CV_EXIT_OSERR, "memfd_create");
-		else if (cv_write_full(fd, c.data, c.len) < 0)
-			rc = cv_fail_errno(err, CV_EXIT_IOERR, "write run request");
-	}
-	cpio_free(&c);
-	if (rc < 0) {
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-static void write_stdout(void *ctx, const uint8_t *buf, size_t len)
-{
-	(void)ctx;
-	cv_write_full(STDOUT_FILENO, buf, len);
-}
-
-static void write_stderr(void *ctx, const uint8_t *buf, size_t len)
-{
-	(void)ctx;
-	cv_write_full(STDERR_FILENO, buf, len);
-}
-
-static int random_token(char *out, size_t len, struct cv_error *err)
-{
-	uint8_t raw[8];
-	if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
-		return cv_fail_errno(err, CV_EXIT_OSERR, "getrandom");
-	for (size_t i = 0; i < sizeof(raw) && 2 * i + 2 < len; i++)
-		snprintf(out + 2 * i, 3, "%02x", raw[i]);
-	return 0;
-}
-
-/* Boots the VM with cvisor-vmm and relays the command's output; returns the exit status. */
-static int run_direct(const struct run_options *o, struct cv_error *err)
-{
-	char vmm[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX], request_path[64];
-	char token[17] = { 0 };
-	if (guest_find_program("cvisor-vmm", vmm, sizeof(vmm), err) < 0)
-		return -1;
-	if (o->kernel)
-		snprintf(kernel, sizeof(kernel), "%s", o->kernel);
-	else if (guest_default_kernel("vmlinux", kernel, sizeof(kernel), err) < 0)
-		return -1;
-	if (!o->n_initrds && guest_default_initramfs(initrd, sizeof(initrd), err) < 0)
-		return -1;
-	if (random_token(token, sizeof(token), err) < 0)
-		return -1;
-	int req_fd = make_request_fd(o, token, err);
-	if (req_fd < 0)
-		return -1;
-	snprintf(request_path, sizeof(request_path), "/proc/self/fd/%d", req_fd);
-
-	char cmdline[2048];
-	if (cv_format(cmdline, sizeof(cmdline), err, "%s%s%s%s", RUN_CMDLINE,
-		      o->verbose ? "" : " quiet", o->cmdline_extra ? " " : "",
-		      o->cmdline_extra ? o->cmdline_extra : "") < 0) {
-		close(req_fd);
-		return -1;
-	}
-	char *args[32 + 2 * RUN_MAX_INITRDS + RUN_MAX_DEVICE_ARGS] = {
-		vmm, "--kernel", kernel, "--cmdline", cmdline, "--cpus", (char *)o->cpus,
-		"--memory", (char *)o->memory, "--console", "stdio", "--rng",
-	};
-	int n_args = 12;
-	for (int i = 0; i < o->n_initrds; i++) {
-		args[n_args++] = "--initrd";
-		args[n_args++] = (char *)o->initrds[i];
-	}
-	if (!o->n_initrds) {
-		args[n_args++] = "--initrd";
-		args[n_args++] = initrd;
-	}
-	/* The request goes last: later archives overwrite earlier ones in the guest's rootfs. */
-	args[n_args++] = "--initrd";
-	args[n_args++] = request_path;
-	for (int i = 0; i < o->n_device_args; i++)
-		args[n_args++] = o->device_args[i];
-	args[n_args] = NULL;
-
-	int pipefd[2];
-	if (pipe2(pipefd, O_CLOEXEC) < 0) {
-		close(req_fd);
-		return cv_fail_errno(err, CV_EXIT_OSERR, "pipe");
-	}
-	pid_t pid = fork();
-	if (pid < 0) {
-		close(req_fd);
-		close(pipefd[0]);
-		close(pipefd[1]);
-		return cv_fail_errno(err, CV_EXIT_OSERR, "fork");
-	}
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDONLY);
-		if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(pipefd[1], STDOUT_FILENO) < 0)
-			_exit(CV_EXIT_OSERR);
-		execv(vmm, args);
-		fprintf(stderr, "cvisor: run '%s': %s\n", vmm, strerror(errno));
-		_exit(CV_EXIT_RUN_FAILED);
-	}
-	close(pipefd[1]);
-	close(req_fd);
-	/* Ctrl-C reaches cvisor-vmm through the terminal's process group; we wait for it. */
-	signal(SIGINT, SIG_IGN);
-	signal(SIGPIPE, SIG_IGN);
-
-	struct marker_filter f;
-	marker_filter_init(&f, token, write_stdout, NULL);
-	if (o->verbose)
-		f.prelude_out = write_stderr;
-	uint8_t buf[65536];
-	for (;;) {
-		ssize_t n = read(pipefd[0], buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		marker_filter_feed(&f, buf, (size_t)n);
-	}
-	close(pipefd[0]);
-	int wstatus;
-	while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
-		;
-	int vmm_status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
-
-	int status;
-	if (marker_filter_finished(&f, &status))
-		return status;
-	if (vmm_status > 128 && vmm_status < 160)
-		return vmm_status;   /* stopped by a signal: report it like a shell would */
-	if (vmm_status >= CV_EXIT_USAGE && vmm_status <= CV_EXIT_IOERR)
-		return vmm_status;   /* setup failed; cvisor-vmm has said why in one line */
-	if (!marker_filter_started(&f) && f.prelude_len && !o->verbose) {
-		fprintf(stderr, "cvisor: guest console before the failure:\n");
-		cv_write_full(STDERR_FILENO, f.prelude, f.prelude_len);
-		if (f.prelude[f.prelude_len - 1] != '\n')
-			fputc('\n', stderr);
-	}
-	return cv_fail(err, CV_EXIT_RUN_FAILED,
-		       "the VM ended before the command finished (cvisor-vmm exit status %d)",
-		       vmm_status);
-}
-
 /* Re-runs this `cvisor run` inside the emulated host. */
-static int run_emulated(int argc, char **argv, const char *reason, struct cv_error *err)
+static int run_emulated(const struct run_options *o, int argc, char **argv, const char *reason,
+			struct cv_error *err)
 {
 	fprintf(stderr, "cvisor: %s; running in the emulated host (QEMU TCG), this will be slow\n",
 		reason);
@@ -355,7 +161,9 @@ static int run_emulated(int argc, char **argv, const char *reason, struct cv_err
 	for (int i = 0; i < argc; i++)
 		cmd[i + 1] = argv[i];
 	setenv("CVISOR_KVM", "direct", 1);    /* inside, /dev/kvm is real: never recurse */
-	struct emuhost_cmd c = { .argv = cmd };
+	/* The inner run decides about a terminal as we would: give it ours if we would use it. */
+	bool tty = o->tty == 1 || (o->tty < 0 && o->interactive && isatty(0) && isatty(1));
+	struct emuhost_cmd c = { .argv = cmd, .forward_stdin = o->interactive, .tty = tty };
 	int status = 0;
 	int rc = emuhost_run(&c, &status, err);
 	free(cmd);
@@ -373,10 +181,12 @@ int cmd_run(int argc, char **argv)
 	struct kvm_host_probe probe;
 	kvm_probe_host(&probe);
 	int status;
-	if (probe.kind == KVM_HOST_USABLE)
-		status = run_direct(&o, &err);
+	if (probe.kind != KVM_HOST_USABLE)
+		status = run_emulated(&o, argc, argv, probe.reason, &err);
+	else if (o.no_agent)
+		status = run_with_console(&o, &err);
 	else
-		status = run_emulated(argc, argv, probe.reason, &err);
+		status = run_with_agent(&o, &err);
 	if (status < 0) {
 		cv_error_print(&err, "cvisor run");
 		return err.code == CV_EXIT_USAGE ? CV_EXIT_USAGE : CV_EXIT_RUN_FAILED;

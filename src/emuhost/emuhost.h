@@ -44,6 +44,7 @@ struct emuhost_cmd {
 	char *const *envp;       /* NULL: the caller's environment */
 	const char *cwd;         /* NULL: the caller's working directory */
 	bool forward_stdin;      /* stream our stdin to the command; otherwise it reads /dev/null */
+	bool tty;                /* run it on a terminal that follows ours (stdin must be one) */
 };
 
 /*

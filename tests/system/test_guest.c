@@ -74,11 +74,12 @@ Test(guest, exit_status_is_the_commands, .timeout = 300)
 	struct sys_result r = sys_guest_host(RUN " -- sh -c 'echo out; echo err >&2; exit 7'",
 					     sys_build());
 	cr_assert_eq(r.status, 7, "status %d: %s", r.status, r.err);
-	cr_assert(strstr(r.out, "out\n") && strstr(r.out, "err\n"), "%s", r.out);
+	cr_assert_str_eq(r.out, "out\n");
+	cr_assert_str_eq(r.err, "err\n");
 	sys_free(&r);
 	r = sys_guest_host(RUN " -- no-such-command", sys_build());
 	cr_assert_eq(r.status, CV_EXIT_NOT_FOUND, "status %d: %s", r.status, r.err);
-	cr_assert(strstr(r.out, "no-such-command"), "%s", r.out);
+	cr_assert(strstr(r.err, "no-such-command"), "%s", r.err);
 	sys_free(&r);
 }
 
@@ -102,7 +103,87 @@ Test(guest, output_is_byte_exact_and_env_workdir_apply, .timeout = 300)
 					     "'printf \"%%s|a\\nb\\tc\" \"$GREETING\"; pwd >&2'",
 					     sys_build());
 	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
-	cr_assert_str_eq(r.out, "hi|a\nb\tc/proc\n");
+	cr_assert_str_eq(r.out, "hi|a\nb\tc");
+	cr_assert_str_eq(r.err, "/proc\n");
+	sys_free(&r);
+}
+
+/* The command's stdin is ours with -i, and what it writes comes back byte for byte. */
+Test(guest, stdin_is_forwarded_and_output_is_binary_safe, .timeout = 300)
+{
+	char dir[] = "/tmp/cvisor-test-stdin-XXXXXX";
+	cr_assert_not_null(mkdtemp(dir));
+	struct sys_result r = sys_host("head -c 3000000 /dev/urandom > %s/in", dir);
+	cr_assert_eq(r.status, 0);
+	sys_free(&r);
+	r = sys_guest_host(RUN " -i -- sh -c 'cat; sha256sum >&2 < /dev/null; echo done >&2' "
+			   "< %s/in > %s/out", sys_build(), dir, dir);
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	cr_assert(strstr(r.err, "done\n"), "%s", r.err);
+	sys_free(&r);
+	r = sys_host("cmp %s/in %s/out && echo same; rm -rf %s", dir, dir, dir);
+	cr_assert_str_eq(r.out, "same\n", "%s %s", r.out, r.err);
+	sys_free(&r);
+	/* Without -i the command reads nothing, at once. */
+	r = sys_guest_host("echo data | " RUN " -- sh -c 'wc -c'", sys_build());
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, "0\n");
+	sys_free(&r);
+}
+
+/* Ctrl-C (SIGINT) to `cvisor run` reaches the command in the guest, which decides what to do. */
+Test(guest, sigint_is_forwarded_to_the_command, .timeout = 300)
+{
+	struct sys_result r = sys_guest_host(
+		"out=$(mktemp /dev/shm/cvisor-sigint.XXXXXX); "
+		RUN " -- sh -c 'trap \"echo got INT; exit 42\" INT; echo ready; "
+		"while :; do sleep 0.1; done' > $out 2>&1 & p=$!; "
+		"for i in $(seq 300); do grep -q ready $out && break; sleep 0.1; done; "
+		"kill -INT $p; wait $p; echo status=$?; cat $out; rm -f $out", sys_build());
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, "status=42\nready\ngot INT\n", "%s", r.err);
+	sys_free(&r);
+}
+
+/* -i on a terminal gives the command a terminal of the same size: an interactive shell works. */
+Test(guest, interactive_shell_gets_a_terminal, .timeout = 300)
+{
+	struct sys_result r = sys_guest_host(
+		"(sleep 1; echo 'tty; stty size; echo \"term=$TERM\"; exit 3') | "
+		"TERM=vt100 script -qfec 'stty rows 33 cols 101; " RUN " -i -- sh' /dev/null; "
+		"echo status=$?", sys_build());
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	cr_assert(strstr(r.out, "/dev/pts/"), "%s", r.out);
+	cr_assert(strstr(r.out, "33 101"), "%s", r.out);
+	cr_assert(strstr(r.out, "term=vt100"), "%s", r.out);
+	cr_assert(strstr(r.out, "status=3"), "%s", r.out);
+	sys_free(&r);
+}
+
+/* --no-agent: the command runs from cvisor-init, its output read off the serial console. */
+Test(guest, no_agent_runs_through_the_console, .timeout = 300)
+{
+	struct sys_result r = sys_guest_host(RUN " --no-agent -- sh -c 'echo out; echo err >&2; exit 3'",
+					     sys_build());
+	cr_assert_eq(r.status, 3, "status %d: %s", r.status, r.err);
+	cr_assert_str_eq(r.out, "out\nerr\n");
+	sys_free(&r);
+}
+
+/* After the command, the guest is powered off cleanly: a write nobody synced is on the disk. */
+Test(guest, unsynced_disk_writes_survive_the_run, .timeout = 300)
+{
+	char dir[] = "/tmp/cvisor-test-disk-XXXXXX";
+	cr_assert_not_null(mkdtemp(dir));
+	struct sys_result r = sys_host("truncate -s 32M %s/d.img && mkfs.ext4 -qF %s/d.img", dir, dir);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	sys_free(&r);
+	r = sys_guest_host(RUN " --disk %s/d.img -- sh -c 'mkdir -p /mnt && mount /dev/vda /mnt && "
+			   "echo persisted > /mnt/f'", sys_build(), dir);
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	sys_free(&r);
+	r = sys_host("debugfs -R 'cat /f' %s/d.img 2>/dev/null; rm -rf %s", dir, dir);
+	cr_assert_str_eq(r.out, "persisted\n", "%s", r.err);
 	sys_free(&r);
 }
 

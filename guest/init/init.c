@@ -5,7 +5,8 @@
  *   - runs the command cvisor asked for (the request file /cvisor/run, or arguments after "--" on
  *     the kernel command line, or else an interactive shell) with the console as its terminal,
  *     reports the exit status between markers the host can parse, and powers the VM off;
- *   - or, when the request has an agent= record, keeps cvisor-agent running on that vsock port
+ *   - or, when the request has an agent= record (or the kernel command line says
+ *     cvisor.agent=PORT), keeps cvisor-agent running on that vsock port
  *     (restarting it if it dies) and lets the host drive the guest through it.
  * Static, with no library beyond libc, so it starts in microseconds even under emulation.
  *
@@ -150,6 +151,31 @@ static bool read_request(struct request *r)
 			r->agent_port = rec + 6;
 	}
 	return r->argc > 0 || r->agent_port;
+}
+
+/*
+ * "cvisor.agent=PORT" on the kernel command line (before any "--"): serve the agent without a run
+ * request, for VMs started by cvisor-vmm directly and driven through their vsock socket. The
+ * kernel hands parameters with a dot to no one, so it is read from /proc/cmdline.
+ */
+static const char *cmdline_agent_port(char *buf, size_t size)
+{
+	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	ssize_t n = read(fd, buf, size - 1);
+	close(fd);
+	if (n <= 0)
+		return NULL;
+	buf[n] = 0;
+	for (char *save = NULL, *t = strtok_r(buf, " \t\n", &save); t;
+	     t = strtok_r(NULL, " \t\n", &save)) {
+		if (strcmp(t, "--") == 0)
+			break;
+		if (strncmp(t, "cvisor.agent=", 13) == 0)
+			return t + 13;
+	}
+	return NULL;
 }
 
 /* vsock ports are 32-bit; VMADDR_PORT_ANY (2^32 - 1) means "any" and cannot be listened on. */
@@ -368,10 +394,13 @@ int main(int argc, char **argv)
 	char **cmd;
 	const char *token = "-";
 	bool interactive = false;
+	char cmdline[4096];
 	if (read_request(&req)) {
 		cmd = req.argv;
 		if (req.token)
 			token = req.token;
+	} else if ((req.agent_port = cmdline_agent_port(cmdline, sizeof(cmdline)))) {
+		cmd = NULL;
 	} else if (argc > 1) {
 		cmd = argv + 1;   /* kernel command line: "... -- cmd args" */
 	} else {
@@ -392,8 +421,8 @@ int main(int argc, char **argv)
 
 	if (req.agent_port) {
 		if (!valid_port(req.agent_port)) {
-			say("cvisor-init: %s: bad agent port '%s' (1..4294967294); powering off\n",
-			    RUN_REQUEST_PATH, req.agent_port);
+			say("cvisor-init: bad agent port '%s' (1..4294967294); powering off\n",
+			    req.agent_port);
 			power_off();
 		}
 		serve_agent(req.agent_port, req.envp);

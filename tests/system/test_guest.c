@@ -305,3 +305,42 @@ Test(guest, vmm_emulated_host_flag_runs_it_there, .timeout = 300)
 	cr_assert(strstr(r.err, "running inside the emulated host"), "%s", r.err);
 	sys_free(&r);
 }
+
+/*
+ * A guest started by cvisor-vmm with cvisor.agent=PORT is driven through `cvisor agent`: state,
+ * exec, a freeze that really holds writes on a virtio disk until thawed, and a clean shutdown.
+ */
+Test(guest, agent_drives_a_running_guest, .timeout = 300)
+{
+	char dir[] = "/tmp/cvisor-test-agent-XXXXXX";
+	cr_assert_not_null(mkdtemp(dir));
+	struct sys_result r = sys_host("truncate -s 32M %s/d.img && mkfs.ext4 -qF %s/d.img", dir, dir);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	sys_free(&r);
+	r = sys_guest_host(
+		"B='%s'; S=$(mktemp -d /dev/shm/cvisor-agent.XXXXXX); A=\"$B/cvisor agent --vsock $S/v.sock\"; "
+		"$B/cvisor-vmm --kernel '%s/vmlinux' --initrd $B/initramfs.cpio --disk %s/d.img "
+		"--vsock cid=3,uds=$S/v.sock --console file:$S/console --memory 256 "
+		"--cmdline 'console=ttyS0 quiet cvisor.agent=1024' & P=$!; "
+		"for i in $(seq 600); do $A ping >/dev/null 2>&1 && break; sleep 0.05; done; "
+		"$A info > $S/info; grep -o '\"kernel\":\"[^\"]*\"' $S/info; "
+		"$A exec -- sh -c 'mkdir -p /mnt && mount /dev/vda /mnt && echo ok'; "
+		"mkfifo $S/hold; ($A freeze /mnt < $S/hold > $S/frozen &); exec 7> $S/hold; "
+		"for i in $(seq 200); do grep -q frozen $S/frozen && break; sleep 0.05; done; cat $S/frozen; "
+		"timeout -s KILL 3 $A exec -- sh -c 'echo during > /mnt/f; sync'; echo frozen_write=$?; "
+		"exec 7>&-; sleep 0.5; "
+		"$A exec -- sh -c 'echo after > /mnt/g; sync; cat /mnt/g'; "
+		"$A shutdown; wait $P; echo vmm=$?; rm -rf $S",
+		sys_build(), sys_kernel_dir(), dir);
+	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+	char want[512];
+	snprintf(want, sizeof(want),
+		 "\"kernel\":\"%.*s\"\nok\n{\"event\":\"frozen\",\"paths\":[\"/mnt\"],\"errors\":[]}\n"
+		 "frozen_write=137\nafter\nvmm=0\n",
+		 (int)strcspn(kernel_release(), "\n"), kernel_release());
+	cr_assert_str_eq(r.out, want, "stderr: %s", r.err);
+	sys_free(&r);
+	r = sys_host("debugfs -R 'cat /g' %s/d.img 2>/dev/null; rm -rf %s", dir, dir);
+	cr_assert_str_eq(r.out, "after\n", "%s", r.err);
+	sys_free(&r);
+}

@@ -128,7 +128,11 @@ int run_with_agent(const struct run_options *o, struct cv_error *err)
 	    run_vm_start(&vm, o, &rq, uds, err) < 0 || run_vm_drain_console(&vm, err) < 0)
 		goto out;
 
+	int64_t t0 = now_ms();
 	int conn = connect_agent(&vm, uds, err);
+	if (o->verbose && conn >= 0 && conn != 1)
+		fprintf(stderr, "cvisor: guest agent connected %lld ms after the VMM started\n",
+			(long long)(now_ms() - t0));
 	if (conn == 1) {
 		run_vm_wait(&vm, -1);
 		rc = run_vm_failed(&vm, err);
@@ -157,9 +161,13 @@ int run_with_agent(const struct run_options *o, struct cv_error *err)
 		}
 		goto out;
 	}
+	int64_t t1 = now_ms();
 	if (!ask_poweroff(uds))
 		fprintf(stderr, "cvisor: could not ask the guest to power off; stopping it\n");
 	run_vm_wait(&vm, SHUTDOWN_TIMEOUT_MS);
+	if (o->verbose)
+		fprintf(stderr, "cvisor: command done %lld ms after the VMM started; guest off %lld ms later\n",
+			(long long)(t1 - t0), (long long)(now_ms() - t1));
 	if (vm.status != 0)
 		fprintf(stderr, "cvisor: the VM did not power off cleanly (cvisor-vmm exit status %d)\n",
 			vm.status);

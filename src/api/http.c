@@ -33,6 +33,16 @@ void api_fault(struct api_response *resp, unsigned status, const char *fmt, ...)
 	if (resp->body)
 		json_decref(resp->body);
 	resp->body = json_pack("{s:s}", "fault_message", msg);
+	if (!resp->body) {
+		/*
+		 * Not UTF-8 (a percent-decoded path, a message cut inside a character): JSON cannot
+		 * carry it, and an error without its message helps nobody. Keep the ASCII.
+		 */
+		for (char *c = msg; *c; c++)
+			if ((unsigned char)*c >= 0x80)
+				*c = '?';
+		resp->body = json_pack("{s:s}", "fault_message", msg);
+	}
 }
 
 void api_no_content(struct api_response *resp)
@@ -113,6 +123,27 @@ int api_get_string(json_t *obj, const char *key, bool required, const char **out
 	return 1;
 }
 
+bool api_parse_body(const char *body, size_t len, json_t **out, struct api_response *resp)
+{
+	*out = NULL;
+	if (!len)
+		return true;
+	json_error_t jerr;
+	json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!v) {
+		api_fault(resp, MHD_HTTP_BAD_REQUEST, "malformed JSON at line %d column %d: %s",
+			  jerr.line, jerr.column, jerr.text);
+		return false;
+	}
+	if (!json_is_object(v)) {
+		json_decref(v);
+		api_fault(resp, MHD_HTTP_BAD_REQUEST, "the request body must be a JSON object");
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
 static enum MHD_Result send_response(struct MHD_Connection *conn, struct api_response *r)
 {
 	char *text = r->body ? json_dumps(r->body, JSON_COMPACT) : NULL;
@@ -166,20 +197,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			  API_MAX_BODY);
 		return send_response(conn, &resp);
 	}
-	if (p->len) {
-		json_error_t jerr;
-		req.body = json_loadb(p->body, p->len, JSON_REJECT_DUPLICATES, &jerr);
-		if (!req.body) {
-			api_fault(&resp, MHD_HTTP_BAD_REQUEST, "malformed JSON at line %d column %d: %s",
-				  jerr.line, jerr.column, jerr.text);
-			return send_response(conn, &resp);
-		}
-		if (!json_is_object(req.body)) {
-			json_decref(req.body);
-			api_fault(&resp, MHD_HTTP_BAD_REQUEST, "the request body must be a JSON object");
-			return send_response(conn, &resp);
-		}
-	}
+	if (!api_parse_body(p->body, p->len, &req.body, &resp))
+		return send_response(conn, &resp);
 	resp.status = MHD_HTTP_INTERNAL_SERVER_ERROR;
 	s->route(s->ctx, &req, &resp);
 	if (req.body)

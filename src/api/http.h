@@ -41,6 +41,13 @@ int api_server_start(struct api_server *s, const char *path, api_route_fn route,
 		     struct cv_error *err);
 void api_server_stop(struct api_server *s);
 
+/*
+ * Parses a request body of len bytes (no terminator needed): *out is NULL for an empty body,
+ * else the JSON object (duplicate keys refused). Returns false with resp filled with the 400
+ * to send for anything else. The server calls it for every request; exposed for the fuzz test.
+ */
+bool api_parse_body(const char *body, size_t len, json_t **out, struct api_response *resp);
+
 /* Fills resp with {"fault_message": "..."} and the status. */
 void api_fault(struct api_response *resp, unsigned status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

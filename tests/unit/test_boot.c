@@ -162,6 +162,23 @@ Test(bzimage, rejects_bad_images)
 	cr_assert(strstr(err.msg, "too old"), "%s", err.msg);
 }
 
+/*
+ * Found by fuzz-boot: a header whose syssize is small enough let a file whose protected-mode
+ * code stops before offset 0x200 through, so the VM would have started at the 64-bit entry in
+ * bytes the file never had.
+ */
+Test(bzimage, rejects_payload_without_entry_point)
+{
+	struct kernel_image k;
+	struct cv_error err = { 0 };
+	size_t len = make_bzimage(file, sizeof(file), 0x200, 0x200);
+	cr_assert_eq(kernel_parse(file, len, &k, &err), -1, "entry point beyond the file accepted");
+	cr_assert(strstr(err.msg, "entry point"), "%s", err.msg);
+	len = make_bzimage(file, sizeof(file), 0x210, 0x200);
+	cr_assert_eq(kernel_parse(file, len, &k, &err), 0, "%s", err.msg);
+	cr_assert_lt(k.entry - BZIMAGE_LOAD_ADDR, k.payload_size);
+}
+
 Test(kernel, rejects_garbage_and_empty_files)
 {
 	struct kernel_image k;

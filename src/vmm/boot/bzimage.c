@@ -45,6 +45,9 @@ int bzimage_parse(const uint8_t *file, size_t len, struct kernel_image *out, str
 	uint64_t syssize = (uint64_t)get_le32(file + 0x1f4) * 16;
 	if (len - setup_size < syssize)
 		return bad(err, "truncated: file ends before the kernel its header describes");
+	/* The 64-bit entry is 0x200 bytes into that code: a file without it has nothing to run. */
+	if (len - setup_size <= 0x200)
+		return bad(err, "truncated: protected-mode code ends before its 64-bit entry point");
 
 	uint32_t hdr_end = 0x202 + file[HDR_JUMP + 1];
 	if (hdr_end > HDR_END_MAX || hdr_end > len || hdr_end < HDR_INIT_SIZE + 4)

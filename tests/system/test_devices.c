@@ -1,0 +1,692 @@
+/*
+ * cvisor's virtual hardware seen from real Linux guests, end to end: virtio-blk (data persists
+ * across runs, read-only disks, several disks with serials, the root file system on a disk,
+ * DISCARD and WRITE_ZEROES punching holes in the image), virtio-net on a TAP (MAC, ping, 64 MiB
+ * each way with SHA-256), virtio-vsock both ways with checksums, virtio-rng, virtio-balloon
+ * driven through the control API, and Debian's stock cloud kernel whose virtio drivers are
+ * modules. Every check compares what one side did with what the other side observed: bytes in
+ * the host's image file, digests computed on both ends, the guest's /proc/meminfo.
+ *
+ * Shape of a test: the C code writes a host-side script (and a guest script) into a work
+ * directory under /tmp, then runs the host script where guests can boot (sys_guest_host: in the
+ * session's emulated host if there is one). Host scripts keep sockets, TAPs and tmpfs images
+ * inside that host (/dev/shm) and remove them on exit; they print "KEY value" lines that the
+ * test reads back. Guest boots are slow in the emulated host, so related checks share a boot.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sys.h"
+
+#ifndef CVISOR_SOURCE_DIR
+#error "CVISOR_SOURCE_DIR must name the source tree (set by tests/meson.build)"
+#endif
+
+/* Work directory of the running test (each Criterion test runs in its own process). */
+static char work_dir[64];
+
+static const char *work(void)
+{
+	if (!work_dir[0]) {
+		snprintf(work_dir, sizeof(work_dir), "/tmp/cvisor-devtest-XXXXXX");
+		cr_assert_not_null(mkdtemp(work_dir), "mkdtemp");
+	}
+	return work_dir;
+}
+
+static void remove_work(void)
+{
+	if (!work_dir[0])
+		return;
+	struct sys_result r = sys_host("rm -rf '%s'", work_dir);
+	sys_free(&r);
+	work_dir[0] = 0;
+}
+
+TestSuite(devices, .fini = remove_work, .timeout = 300);
+
+/* Writes TEXT to WORK/NAME. */
+static void put(const char *name, const char *text, mode_t mode)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s", work(), name);
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f, "create %s", path);
+	bool ok = fputs(text, f) >= 0;
+	ok = fclose(f) == 0 && ok;
+	cr_assert(ok, "write %s", path);
+	cr_assert_eq(chmod(path, mode), 0, "chmod %s", path);
+}
+
+/* Bytes of WORK/NAME (NUL-terminated), for checking what the guest wrote into an image. */
+static char *slurp_work(const char *name, size_t max, size_t *len)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s", work(), name);
+	FILE *f = fopen(path, "rb");
+	cr_assert_not_null(f, "open %s", path);
+	char *buf = calloc(1, max + 1);
+	*len = fread(buf, 1, max, f);
+	fclose(f);
+	return buf;
+}
+
+/* Runs a shell command on this host and asserts it succeeded. */
+#define host_ok(...)                                                                      \
+	do {                                                                              \
+		struct sys_result hr_ = sys_host(__VA_ARGS__);                            \
+		cr_assert_eq(hr_.status, 0, "host command failed (%d): %s%s", hr_.status, \
+			     hr_.out, hr_.err);                                           \
+		sys_free(&hr_);                                                           \
+	} while (0)
+
+/*
+ * Common head of every host script: where things are, sbin on PATH, and a scratch directory in
+ * the VMM host's own /dev/shm (Unix sockets and hole-punching tmpfs images live there; the /tmp
+ * share of the emulated host carries only regular files). `vm` bounds every guest run.
+ */
+static const char script_head[] =
+	"set -u\n"
+	"export PATH=$PATH:/usr/sbin:/sbin\n"
+	"S=$(mktemp -d /dev/shm/cvisor-devtest.XXXXXX) || exit 99\n"
+	"cleanup() { rm -rf \"$S\"; }\n"
+	"trap cleanup EXIT\n"
+	"vm() { timeout -k 5 240 \"$@\"; }\n"
+	"PEER=\"$SRC/tests/system/devices_peer.py\"\n";
+
+/* Writes WORK/NAME from script_head + BODY and runs it where guests boot. */
+static struct sys_result host_script(const char *name, const char *body)
+{
+	size_t n = strlen(script_head) + strlen(body) + 1;
+	char *text = malloc(n);
+	snprintf(text, n, "%s%s", script_head, body);
+	put(name, text, 0755);
+	free(text);
+	return sys_guest_host("B='%s' K='%s' SRC='%s' W='%s' sh '%s/%s'", sys_build(),
+			      sys_kernel_dir(), CVISOR_SOURCE_DIR, work(), work(), name);
+}
+
+/* Packs SCRIPT as /t.sh into WORK/NAME.cpio, an extra initramfs for cvisor-vmm runs. */
+static void guest_cpio(const char *name, const char *script)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "%s.d", name);
+	host_ok("mkdir -p '%s/%s'", work(), path);
+	snprintf(path, sizeof(path), "%s.d/t.sh", name);
+	put(path, script, 0755);
+	host_ok("cd '%s/%s.d' && echo t.sh | cpio -o -H newc --quiet -R 0:0 > '%s/%s.cpio'",
+		work(), name, work(), name);
+}
+
+/*
+ * The value of the first output line "KEY value" (trailing CR/blanks removed) into buf. A
+ * missing line fails the test with the whole output, which is what one needs to see then.
+ */
+static void field_n(const struct sys_result *r, const char *key, char *buf, size_t len)
+{
+	size_t k = strlen(key);
+	for (const char *p = r->out; p && *p;) {
+		const char *eol = strchr(p, '\n');
+		size_t n = eol ? (size_t)(eol - p) : strlen(p);
+		if (n > k && strncmp(p, key, k) == 0 && p[k] == ' ') {
+			const char *v = p + k + 1;
+			size_t vn = n - k - 1;
+			while (vn && (v[vn - 1] == '\r' || v[vn - 1] == ' '))
+				vn--;
+			cr_assert_lt(vn, len, "value of %s too long", key);
+			memcpy(buf, v, vn);
+			buf[vn] = 0;
+			return;
+		}
+		p = eol ? eol + 1 : NULL;
+	}
+	cr_assert_fail("no '%s' line in the output:\n%s\n-- stderr:\n%s", key, r->out, r->err);
+}
+#define field(r, key, buf) field_n((r), (key), (buf), sizeof(buf))
+
+static long long num(const struct sys_result *r, const char *key)
+{
+	char buf[64], *end;
+	field(r, key, buf);
+	long long v = strtoll(buf, &end, 10);
+	cr_assert(end != buf && *end == 0, "%s is not a number: '%s'\n%s", key, buf, r->out);
+	return v;
+}
+
+/* Asserts that the line "KEY value" has exactly WANT as value; shows both and all output if not. */
+static void expect(const struct sys_result *r, const char *key, const char *want, const char *why)
+{
+	char got[512];
+	field(r, key, got);
+	cr_assert_str_eq(got, want, "%s: %s is '%s', expected '%s'\n-- output:\n%s\n-- stderr:\n%s",
+			 why, key, got, want, r->out, r->err);
+}
+
+/* Asserts "KEY n" with n OP want (OP: == != < > >=); shows the value and all output if not. */
+static void expect_num(const struct sys_result *r, const char *key, const char *op,
+		       long long want, const char *why)
+{
+	long long v = num(r, key);
+	bool ok = false;
+	if (strcmp(op, "==") == 0)
+		ok = v == want;
+	else if (strcmp(op, "!=") == 0)
+		ok = v != want;
+	else if (strcmp(op, "<") == 0)
+		ok = v < want;
+	else if (strcmp(op, ">") == 0)
+		ok = v > want;
+	else if (strcmp(op, ">=") == 0)
+		ok = v >= want;
+	cr_assert(ok, "%s: %s is %lld, expected %s %lld\n-- output:\n%s\n-- stderr:\n%s", why, key,
+		  v, op, want, r->out, r->err);
+}
+
+static bool is_sha256(const char *s)
+{
+	return strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* virtio-blk */
+
+Test(devices, blk_file_written_in_one_run_is_read_in_the_next)
+{
+	host_ok("truncate -s 64M '%s/disk.img' && mkfs.ext4 -q -F '%s/disk.img'", work(), work());
+	struct sys_result r = host_script("persist.sh",
+		"vm \"$B/cvisor\" run --disk \"$W/disk.img\" -- sh -c '\n"
+		"  mount -t ext4 /dev/vda /mnt || exit 1\n"
+		"  dd if=/dev/urandom of=/mnt/data bs=65536 count=32 2>/dev/null\n"
+		"  echo \"WROTE $(sha256sum < /mnt/data | cut -d\" \" -f1)\"\n"
+		"  sync; umount /mnt'\n"
+		"echo \"RUN1 $?\"\n"
+		"vm \"$B/cvisor\" run --disk \"$W/disk.img\" -- sh -c '\n"
+		"  mount -t ext4 -o ro /dev/vda /mnt || exit 1\n"
+		"  echo \"READ $(sha256sum < /mnt/data | cut -d\" \" -f1)\"\n"
+		"  umount /mnt'\n"
+		"echo \"RUN2 $?\"\n");
+	expect_num(&r, "RUN1", "==", 0, "first run");
+	expect_num(&r, "RUN2", "==", 0, "second run");
+	char wrote[80];
+	field(&r, "WROTE", wrote);
+	cr_assert(is_sha256(wrote), "%s", r.out);
+	expect(&r, "READ", wrote, "the second run reads what the first wrote");
+	sys_free(&r);
+
+	/* The host's own ext4 tools see the same file in a consistent file system. */
+	r = sys_host("debugfs -R 'cat /data' '%s/disk.img' 2>/dev/null | sha256sum | cut -d' ' -f1",
+		     work());
+	cr_assert_eq(r.status, 0);
+	cr_assert_eq(strncmp(r.out, wrote, 64), 0, "host reads %s, guest wrote %s", r.out, wrote);
+	sys_free(&r);
+	host_ok("e2fsck -fn '%s/disk.img' >/dev/null 2>&1", work());
+}
+
+Test(devices, blk_read_only_disk_refuses_writes)
+{
+	host_ok("head -c 4194304 /dev/urandom > '%s/ro.img'", work());
+	struct sys_result h = sys_host("sha256sum < '%s/ro.img' | cut -d' ' -f1", work());
+	char before[80];
+	snprintf(before, sizeof(before), "%.64s", h.out);
+	sys_free(&h);
+	cr_assert(is_sha256(before), "sha256sum of the image: '%s'", before);
+
+	struct sys_result r = host_script("ro.sh",
+		"vm \"$B/cvisor\" run --disk \"$W/ro.img,ro\" -- sh -c '\n"
+		"  echo \"RO $(cat /sys/block/vda/ro)\"\n"
+		"  dd if=/dev/zero of=/dev/vda bs=4096 count=1 conv=fsync 2>/dev/null; echo \"DD $?\"\n"
+		"  blkdiscard /dev/vda 2>/dev/null; echo \"DISCARD $?\"\n"
+		"  echo \"READ $(sha256sum < /dev/vda | cut -d\" \" -f1)\"'\n"
+		"echo \"RUN $?\"\n");
+	expect_num(&r, "RUN", "==", 0, "the guest run");
+	expect_num(&r, "RO", "==", 1, "the guest sees the disk read-only");
+	expect_num(&r, "DD", "!=", 0, "dd to a read-only disk must fail");
+	expect_num(&r, "DISCARD", "!=", 0, "discard on a read-only disk must fail");
+	expect(&r, "READ", before, "the guest reads the image's bytes");
+	sys_free(&r);
+
+	h = sys_host("sha256sum < '%s/ro.img' | cut -d' ' -f1", work());
+	cr_assert_eq(strncmp(h.out, before, 64), 0, "image changed: %s -> %s", before, h.out);
+	sys_free(&h);
+}
+
+Test(devices, blk_two_disks_keep_order_serials_and_sizes)
+{
+	host_ok("truncate -s 1M '%s/a.img' && truncate -s 3M '%s/b.img'", work(), work());
+	struct sys_result r = host_script("two.sh",
+		"vm \"$B/cvisor\" run --disk \"$W/a.img,serial=cvisor-alpha\" "
+		"--disk \"$W/b.img,serial=cvisor-beta-2\" -- sh -c '\n"
+		"  for d in vda vdb; do\n"
+		"    echo \"SERIAL-$d $(cat /sys/block/$d/serial)\"\n"
+		"    echo \"SECTORS-$d $(cat /sys/block/$d/size)\"\n"
+		"    echo \"written to $d\" | dd of=/dev/$d conv=fsync 2>/dev/null; echo \"WRITE-$d $?\"\n"
+		"  done'\n"
+		"echo \"RUN $?\"\n");
+	expect_num(&r, "RUN", "==", 0, "the guest run");
+	expect(&r, "SERIAL-vda", "cvisor-alpha", "first disk");
+	expect(&r, "SERIAL-vdb", "cvisor-beta-2", "second disk");
+	expect_num(&r, "SECTORS-vda", "==", 2048, "size of the first disk");
+	expect_num(&r, "SECTORS-vdb", "==", 6144, "size of the second disk");
+	expect_num(&r, "WRITE-vda", "==", 0, "write to the first disk");
+	expect_num(&r, "WRITE-vdb", "==", 0, "write to the second disk");
+	sys_free(&r);
+
+	/* Each write landed in its own image, at offset 0. */
+	size_t len;
+	char *a = slurp_work("a.img", 64, &len);
+	cr_assert_eq(strncmp(a, "written to vda\n", 15), 0, "a.img starts with '%.15s'", a);
+	char *b = slurp_work("b.img", 64, &len);
+	cr_assert_eq(strncmp(b, "written to vdb\n", 15), 0, "b.img starts with '%.15s'", b);
+	free(a);
+	free(b);
+}
+
+/* The guest's whole root file system is an ext4 image: no initramfs, our kernel mounts vda. */
+Test(devices, blk_root_filesystem_on_a_disk_boots_without_initramfs)
+{
+	host_ok("mkdir -p '%s/root/bin' '%s/root/dev' '%s/root/proc' && "
+		"cp /bin/busybox '%s/root/bin/busybox'", work(), work(), work(), work());
+	put("root/init",
+	    "#!/bin/busybox sh\n"
+	    "bb=/bin/busybox\n"
+	    "$bb mount -t proc proc /proc\n"
+	    "echo \"ROOT $($bb awk '$2 == \"/\" {print $1, $3, substr($4, 1, 2)}' /proc/mounts)\"\n"
+	    "token=$($bb cat /proc/sys/kernel/random/uuid)\n"
+	    "echo \"written by the guest $token\" > /file\n"
+	    "$bb sync\n"
+	    "echo \"ROOTFS-MARKER $token\"\n"
+	    "$bb poweroff -f\n", 0755);
+	host_ok("truncate -s 32M '%s/root.ext4' && mkfs.ext4 -q -F -d '%s/root' '%s/root.ext4'",
+		work(), work(), work());
+	struct sys_result r = host_script("rootfs.sh",
+		"vm \"$B/cvisor-vmm\" --kernel \"$K/vmlinux\" --disk \"$W/root.ext4\" "
+		"--cmdline \"console=ttyS0 quiet root=/dev/vda rw init=/init\"\n"
+		"echo \"VMM $?\"\n");
+	expect_num(&r, "VMM", "==", 0, "guest power-off ends cvisor-vmm with 0");
+	char token[64];
+	expect(&r, "ROOT", "/dev/root ext4 rw", "the guest's root file system");
+	field(&r, "ROOTFS-MARKER", token);
+	cr_assert_eq(strlen(token), 36, "uuid: '%s'", token);
+	sys_free(&r);
+
+	r = sys_host("debugfs -R 'cat /file' '%s/root.ext4' 2>/dev/null", work());
+	cr_assert_eq(r.status, 0);
+	char want[128];
+	snprintf(want, sizeof(want), "written by the guest %s\n", token);
+	cr_assert_str_eq(r.out, want, "the file the guest's /init wrote is in the image: '%s'",
+			 r.out);
+	sys_free(&r);
+	host_ok("e2fsck -fn '%s/root.ext4' >/dev/null 2>&1", work());
+}
+
+/*
+ * blkdiscard in the guest becomes VIRTIO_BLK_T_DISCARD and cvisor punches a hole: on tmpfs the
+ * image's allocation drops by exactly the range, the range reads back as zeroes, and the bytes
+ * around it are untouched.
+ */
+Test(devices, blk_discard_punches_a_hole_in_the_image)
+{
+	struct sys_result r = host_script("discard.sh",
+		"f=\"$S/disk.img\"\n"
+		"head -c 16777216 /dev/urandom > \"$f\"\n"
+		"sum() { dd if=\"$f\" bs=1048576 skip=$1 count=$2 2>/dev/null | sha256sum | cut -d' ' -f1; }\n"
+		"nonzero() { dd if=\"$f\" bs=1048576 skip=$1 count=$2 2>/dev/null | tr -d '\\000' | wc -c; }\n"
+		"echo \"BYTES-BEFORE $(( $(stat -c '%b * %B' \"$f\") ))\"\n"
+		"echo \"HEAD-BEFORE $(sum 0 1)\"; echo \"TAIL-BEFORE $(sum 5 11)\"\n"
+		"echo \"NONZERO-BEFORE $(nonzero 1 4)\"\n"
+		"vm \"$B/cvisor\" run --disk \"$f\" -- sh -c '\n"
+		"  echo \"DISCARD-MAX $(cat /sys/block/vda/queue/discard_max_bytes)\"\n"
+		"  blkdiscard -o 1048576 -l 4194304 /dev/vda; echo \"DISCARD $?\"'\n"
+		"echo \"RUN $?\"\n"
+		"echo \"BYTES-AFTER $(( $(stat -c '%b * %B' \"$f\") ))\"\n"
+		"echo \"HEAD-AFTER $(sum 0 1)\"; echo \"TAIL-AFTER $(sum 5 11)\"\n"
+		"echo \"NONZERO-AFTER $(nonzero 1 4)\"\n");
+	expect_num(&r, "RUN", "==", 0, "the guest run");
+	expect_num(&r, "DISCARD-MAX", ">", 0, "the disk offers DISCARD");
+	expect_num(&r, "DISCARD", "==", 0, "blkdiscard in the guest");
+	long long before = num(&r, "BYTES-BEFORE"), after = num(&r, "BYTES-AFTER");
+	cr_assert_eq(before - after, 4194304, "allocated %lld -> %lld bytes", before, after);
+	expect_num(&r, "NONZERO-BEFORE", ">", 4000000, "the range starts as random bytes");
+	expect_num(&r, "NONZERO-AFTER", "==", 0, "the discarded range reads back as zeroes");
+	char x[80], y[80];
+	field(&r, "HEAD-BEFORE", x);
+	field(&r, "HEAD-AFTER", y);
+	cr_assert(is_sha256(x) && strcmp(x, y) == 0, "first MiB changed");
+	field(&r, "TAIL-BEFORE", x);
+	field(&r, "TAIL-AFTER", y);
+	cr_assert(is_sha256(x) && strcmp(x, y) == 0, "bytes after the range changed");
+	sys_free(&r);
+}
+
+/*
+ * busybox has no tool for BLKZEROOUT, but ext4's lazy inode-table initialisation zeroes the
+ * tables with blkdev_issue_zeroout, which becomes VIRTIO_BLK_T_WRITE_ZEROES (with the unmap
+ * flag) when the disk offers it. The image is created full of random bytes with mkfs.ext4
+ * -E nodiscard,lazy_itable_init=1, so the tables hold garbage until the guest zeroes them: they
+ * must read as zeroes afterwards, the groups be flagged ITABLE_ZEROED, the allocation drop (on
+ * tmpfs, which can punch holes; the host's e2fsck checks are left to the other tests, since
+ * every program started in the emulated host costs a second or more).
+ */
+Test(devices, blk_write_zeroes_from_ext4_lazy_init)
+{
+	/* 8 MiB of 1 KiB blocks in groups of 2048: four groups, each with its own inode table. */
+	struct sys_result r = host_script("wzeroes.sh",
+		"f=\"$S/disk.img\"\n"
+		"head -c 8388608 /dev/urandom > \"$f\"\n"
+		"mkfs.ext4 -q -F -b 1024 -g 2048 -E nodiscard,lazy_itable_init=1 \"$f\" || exit 1\n"
+		"info() {   # block size, groups, groups flagged ITABLE_ZEROED, group 1's inode table\n"
+		"  dumpe2fs \"$f\" 2>/dev/null | awk '/^Block size:/ {bs = $3} /^Group [0-9]/ {g++}\n"
+		"    /ITABLE_ZEROED/ {z++}\n"
+		"    g == 2 && /Inode table at/ && !n {split($4, r, \"-\"); s = r[1]; n = r[2] - r[1] + 1}\n"
+		"    END {print bs, g, z + 0, s, n}'\n"
+		"}\n"
+		"nonzero() { dd if=\"$f\" bs=$1 skip=$4 count=$5 2>/dev/null | tr -d '\\000' | wc -c; }\n"
+		"set -- $(info)\n"
+		"echo \"ITABLE-BYTES $(($1 * $5))\"\n"
+		"echo \"GROUPS $2\"\n"
+		"echo \"ZEROED-BEFORE $3\"\n"
+		"echo \"NONZERO-BEFORE $(nonzero \"$@\")\"\n"
+		"echo \"BYTES-BEFORE $(( $(stat -c '%b * %B' \"$f\") ))\"\n"
+		"vm \"$B/cvisor\" run --disk \"$f\" -- sh -c '\n"
+		"  echo \"WZ-MAX $(cat /sys/block/vda/queue/write_zeroes_max_bytes)\"\n"
+		"  mount -t ext4 -o init_itable=0 /dev/vda /mnt || exit 1\n"
+		"  i=0\n"
+		"  while ps | grep -q \"[e]xt4lazyinit\" && [ $i -lt 600 ]; do i=$((i + 1)); sleep 0.1; done\n"
+		"  echo \"LAZYINIT-WAITED $i\"\n"
+		"  umount /mnt'\n"
+		"echo \"RUN $?\"\n"
+		"echo \"BYTES-AFTER $(( $(stat -c '%b * %B' \"$f\") ))\"\n"
+		"echo \"NONZERO-AFTER $(nonzero \"$@\")\"\n"
+		"set -- $(info)\n"
+		"echo \"ZEROED-AFTER $3\"\n");
+	expect_num(&r, "RUN", "==", 0, "the guest run");
+	expect_num(&r, "WZ-MAX", ">", 0, "the disk offers WRITE_ZEROES");
+	expect_num(&r, "LAZYINIT-WAITED", "<", 600, "ext4lazyinit finishes");
+	long long groups = num(&r, "GROUPS"), itable = num(&r, "ITABLE-BYTES");
+	cr_assert_eq(groups, 4, "%s", r.out);
+	cr_assert_gt(itable, 0, "%s", r.out);
+	expect_num(&r, "ZEROED-BEFORE", "==", 0, "mkfs left the tables to the guest");
+	expect_num(&r, "NONZERO-BEFORE", ">", itable / 2, "the table starts as random bytes");
+	expect_num(&r, "ZEROED-AFTER", "==", groups, "every group's table was zeroed");
+	expect_num(&r, "NONZERO-AFTER", "==", 0, "group 1's inode table reads back as zeroes");
+	long long before = num(&r, "BYTES-BEFORE"), after = num(&r, "BYTES-AFTER");
+	cr_assert_geq(before - after, itable, "allocated %lld -> %lld bytes: holes punched",
+		      before, after);
+	sys_free(&r);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* virtio-net */
+
+/*
+ * A TAP in the VMM's host with its own /24 (from the shell's PID, so concurrent runs differ);
+ * H is the host's address, G the guest's, T the TAP. Removed when the script exits.
+ */
+static const char tap_setup[] =
+	"T=cvdt$$; n=$(($$ % 250 + 1)); H=10.213.$n.1; G=10.213.$n.2\n"
+	"cleanup() { ip link del \"$T\" 2>/dev/null; rm -rf \"$S\"; }\n"
+	"ip tuntap add dev \"$T\" mode tap && ip addr add \"$H/24\" dev \"$T\" && "
+	"ip link set \"$T\" up || { echo \"TAP-FAILED\"; exit 1; }\n";
+
+Test(devices, net_tap_mac_ping_and_64mib_each_way)
+{
+	put("net-guest.sh",
+	    "ip link set eth0 up && ip addr add \"$G/24\" dev eth0\n"
+	    "echo \"MAC $(cat /sys/class/net/eth0/address)\"\n"
+	    "ping -c 3 \"$H\" > /dev/null; echo \"PING $?\"\n"
+	    "dd if=/dev/urandom of=/tmp/d bs=1048576 count=64 2>/dev/null\n"
+	    "echo \"SENT $(sha256sum < /tmp/d | cut -d' ' -f1)\"\n"
+	    "nc \"$H\" 7001 < /tmp/d; echo \"NC-SEND $?\"\n"
+	    "rm /tmp/d\n"
+	    "echo \"RECEIVED $(nc \"$H\" 7002 | sha256sum | cut -d' ' -f1)\"\n", 0644);
+	char body[4096];
+	snprintf(body, sizeof(body), "%s%s", tap_setup,
+		"/usr/bin/python3 \"$PEER\" tcp \"$H\" 7001 7002 67108864 \"$S\" &\n"
+		"peer=$!\n"
+		"i=0; while [ ! -e \"$S/ready\" ] && [ $i -lt 300 ]; do i=$((i + 1)); sleep 0.1; done\n"
+		"vm \"$B/cvisor\" run --memory 512 --net \"tap=$T,mac=52:54:00:5e:a1:07\" -e \"H=$H\" "
+		"-e \"G=$G\" -- sh -c \"$(cat \"$W/net-guest.sh\")\"\n"
+		"run=$?; echo \"RUN $run\"\n"
+		"[ $run = 0 ] || kill $peer 2>/dev/null   # no guest: do not wait for its connections\n"
+		"wait $peer; echo \"PEER $?\"\n"
+		"echo \"NEIGH $(cat \"$S/neigh\")\"\n"
+		"echo \"HOST-IN $(cat \"$S/in\")\"\n"
+		"echo \"HOST-OUT $(cat \"$S/out\")\"\n");
+	struct sys_result r = host_script("net.sh", body);
+	expect_num(&r, "RUN", "==", 0, "the guest run");
+	char sent[80], received[80], want[128];
+	expect(&r, "MAC", "52:54:00:5e:a1:07", "the guest's eth0 has the MAC given");
+	expect(&r, "NEIGH", "52:54:00:5e:a1:07", "the host's ARP table has the guest's MAC");
+	expect_num(&r, "PING", "==", 0, "guest pings the host");
+	expect_num(&r, "PEER", "==", 0, "the host-side peer");
+
+	/* guest -> host: what the host received is what the guest sent. */
+	field(&r, "SENT", sent);
+	cr_assert(is_sha256(sent), "%s", r.out);
+	expect_num(&r, "NC-SEND", "==", 0, "guest nc sending");
+	snprintf(want, sizeof(want), "67108864 %s", sent);
+	expect(&r, "HOST-IN", want, "guest -> host 64 MiB");
+
+	/* host -> guest */
+	field(&r, "RECEIVED", received);
+	snprintf(want, sizeof(want), "67108864 %s", received);
+	expect(&r, "HOST-OUT", want, "host -> guest 64 MiB");
+	sys_free(&r);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* virtio-vsock (host side: cvisor-vmm's hybrid Unix sockets; guest side: cvisor-vsock-test) */
+
+#define VSOCK_VMM                                                                          \
+	"vm \"$B/cvisor-vmm\" --kernel \"$K/vmlinux\" --initrd \"$B/initramfs.cpio\" "      \
+	"--initrd \"$W/g.cpio\" --vsock \"cid=3,uds=$S/v.sock\" --console \"file:$S/console\" " \
+	"--cmdline \"console=ttyS0 quiet -- /bin/sh /t.sh\""
+#define VSOCK_PY "/usr/bin/python3 \"$SRC/guest/tools/vsock-host.py\""
+
+/*
+ * Host-initiated (devices_peer.py vsock): 16 MiB of random data echoed by the guest come back
+ * intact; a port nobody listens on is refused with a plain close; another 16 MiB of random
+ * data host -> guest arrive with the digest the host computed.
+ */
+Test(devices, vsock_host_connects_to_the_guest)
+{
+	guest_cpio("g",
+		"#!/bin/sh\n"
+		"cvisor-vsock-test listen 1234; echo \"GUEST-ECHO $?\"\n"
+		"echo \"GUEST-GOT $(cvisor-vsock-test listen -o 1235 | sha256sum | cut -d' ' -f1)\"\n");
+	struct sys_result r = host_script("vsock-h.sh",
+		VSOCK_VMM " &\n"
+		"vmm=$!\n"
+		"/usr/bin/python3 \"$PEER\" vsock \"$S/v.sock\" 1234 999 1235 16777216\n"
+		"peer=$?; echo \"PEER $peer\"\n"
+		"[ $peer = 0 ] || kill $vmm 2>/dev/null\n"
+		"wait $vmm; echo \"VMM $?\"\n"
+		"cat \"$S/console\"\n");
+	expect_num(&r, "PEER", "==", 0, "the host side");
+	expect_num(&r, "VMM", "==", 0, "cvisor-vmm");
+	char sent[128];
+	field(&r, "ECHO-SENT", sent);
+	cr_assert(strncmp(sent, "16777216 ", 9) == 0 && is_sha256(sent + 9), "%s", r.out);
+	expect(&r, "ECHO-BACK", sent, "16 MiB round trip through the guest's echo");
+	expect_num(&r, "GUEST-ECHO", "==", 0, "the guest's echo server");
+	expect(&r, "NO-PORT", "closed", "a port nobody listens on");
+	field(&r, "SINK-SENT", sent);
+	cr_assert(strncmp(sent, "16777216 ", 9) == 0 && is_sha256(sent + 9), "%s", r.out);
+	expect(&r, "GUEST-GOT", sent + 9, "host -> guest 16 MiB");
+	sys_free(&r);
+}
+
+/*
+ * Guest-initiated: the guest connects to CID 2 port 5000 (the host's SOCK_5000 listener, which
+ * echoes); the digest of what the guest sent, of what the host received and of what came back
+ * must agree. A port without a host listener is reset.
+ */
+Test(devices, vsock_guest_connects_to_the_host)
+{
+	guest_cpio("g",
+		"#!/bin/sh\n"
+		"dd if=/dev/urandom of=/tmp/data bs=65536 count=256 2>/dev/null\n"
+		"echo \"GUEST-SENT $(sha256sum < /tmp/data | cut -d' ' -f1)\"\n"
+		"echo \"GUEST-BACK $(cvisor-vsock-test connect 2 5000 < /tmp/data | sha256sum | cut -d' ' -f1)\"\n"
+		"cvisor-vsock-test connect 2 5999 < /dev/null 2>/tmp/err; echo \"GUEST-NOPORT $?\"\n"
+		"echo \"GUEST-NOPORT-ERR $(cat /tmp/err)\"\n");
+	struct sys_result r = host_script("vsock-g.sh",
+		VSOCK_PY " serve \"$S/v.sock_5000\" echo > \"$S/serve.log\" 2>&1 &\n"
+		"serve=$!\n"
+		"i=0; while [ ! -S \"$S/v.sock_5000\" ] && [ $i -lt 300 ]; do i=$((i + 1)); sleep 0.1; done\n"
+		VSOCK_VMM "\n"
+		"vmm=$?; echo \"VMM $vmm\"\n"
+		"[ $vmm = 0 ] || kill $serve 2>/dev/null   # no guest: do not wait for its connection\n"
+		"wait $serve\n"
+		"echo \"HOST $(grep -o 'received [0-9]* bytes sha256 [0-9a-f]*' \"$S/serve.log\")\"\n"
+		"cat \"$S/console\"\n");
+	expect_num(&r, "VMM", "==", 0, "cvisor-vmm");
+	char sent[80], err[160], want[160];
+	field(&r, "GUEST-SENT", sent);
+	cr_assert(is_sha256(sent), "%s", r.out);
+	snprintf(want, sizeof(want), "received 16777216 bytes sha256 %s", sent);
+	expect(&r, "HOST", want, "guest -> host 16 MiB");
+	expect(&r, "GUEST-BACK", sent, "host -> guest: the echo came back intact");
+	expect_num(&r, "GUEST-NOPORT", "==", 1, "guest connecting to a port without listener");
+	field(&r, "GUEST-NOPORT-ERR", err);
+	cr_assert(strstr(err, "Connection reset"), "'%s'", err);
+	sys_free(&r);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* virtio-rng (cvisor run always adds it) */
+
+Test(devices, rng_hwrng_gives_fresh_random_bytes)
+{
+	struct sys_result r = host_script("rng.sh",
+		"vm \"$B/cvisor\" run -- sh -c '\n"
+		"  echo \"CURRENT $(cat /sys/class/misc/hw_random/rng_current)\"\n"
+		"  head -c 65536 /dev/hwrng > /tmp/a; head -c 65536 /dev/hwrng > /tmp/b\n"
+		"  echo \"SIZE $(cat /tmp/a | wc -c)\"\n"
+		"  echo \"A $(sha256sum < /tmp/a | cut -d\" \" -f1)\"\n"
+		"  echo \"B $(sha256sum < /tmp/b | cut -d\" \" -f1)\"\n"
+		"  echo \"GZIP $(gzip -9 -c < /tmp/a | wc -c)\"\n"
+		"  echo \"DISTINCT $(od -An -v -tu1 /tmp/a | tr -s \" \" \"\\n\" | grep . | sort -u | wc -l)\"'\n"
+		"echo \"RUN $?\"\n");
+	expect_num(&r, "RUN", "==", 0, "the guest run");
+	char a[80], b[80];
+	expect(&r, "CURRENT", "virtio_rng.0", "/dev/hwrng is the virtio device");
+	expect_num(&r, "SIZE", "==", 65536, "bytes read from /dev/hwrng");
+	field(&r, "A", a);
+	field(&r, "B", b);
+	cr_assert(is_sha256(a) && strcmp(a, b) != 0, "two reads gave the same bytes");
+	/* Random bytes do not compress and use every byte value; a stuck or patterned source does. */
+	expect_num(&r, "GZIP", ">=", 65536, "64 KiB from the device compress: not random");
+	expect_num(&r, "DISTINCT", "==", 256, "all byte values occur in 64 KiB");
+	sys_free(&r);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* virtio-balloon through cvisor-vmm's control API (cvisor run does not expose --api-sock) */
+
+Test(devices, balloon_inflates_and_deflates_through_the_api)
+{
+	/* The guest reports MemTotal/MemAvailable (kB) at each stage and waits for the next. */
+	guest_cpio("g",
+		"#!/bin/sh\n"
+		"mem() { awk '/^MemTotal:/ {t = $2} /^MemAvailable:/ {a = $2} END {print t, a}' /proc/meminfo; }\n"
+		"wait_for() {   # wait_for COND: until COND holds ($1 = MemTotal), at most 60 s\n"
+		"  cond=$1; i=0\n"
+		"  while :; do set -- $(mem); eval \"$cond\" && break; i=$((i + 1)); [ $i -ge 600 ] && break; sleep 0.1; done\n"
+		"}\n"
+		"set -- $(mem); t0=$1\n"
+		"echo \"BEFORE $(mem)\"\n"
+		"wait_for '[ $((t0 - $1)) -ge 130048 ]'\n"
+		"echo \"INFLATED $(mem)\"\n"
+		"wait_for '[ $((t0 - $1)) -le 1024 ]'\n"
+		"echo \"DEFLATED $(mem)\"\n");
+	struct sys_result r = host_script("balloon.sh",
+		"vm \"$B/cvisor-vmm\" --kernel \"$K/vmlinux\" --initrd \"$B/initramfs.cpio\" "
+		"--initrd \"$W/g.cpio\" --memory 512 --balloon=stats=1 --api-sock \"$S/api.sock\" "
+		"--console \"file:$S/console\" --cmdline \"console=ttyS0 quiet -- /bin/sh /t.sh\" &\n"
+		"vmm=$!\n"
+		"/usr/bin/python3 \"$PEER\" balloon \"$S/api.sock\" \"$S/console\" 128 $vmm\n"
+		"echo \"PEER $?\"\n"
+		"wait $vmm; echo \"VMM $?\"\n"
+		"cat \"$S/console\"\n");
+	expect_num(&r, "VMM", "==", 0, "cvisor-vmm");
+	expect_num(&r, "PEER", "==", 0, "the API client");
+	expect_num(&r, "PATCH-INFLATE", "==", 204, "PATCH /balloon {amount_mib: 128}");
+	expect_num(&r, "PATCH-DEFLATE", "==", 204, "PATCH /balloon {amount_mib: 0}");
+	expect_num(&r, "AMOUNT-MIB", "==", 128, "GET /balloon");
+	expect_num(&r, "ACTUAL-MIB", "==", 128, "the driver reports the balloon's size");
+
+	char s[512];
+	unsigned long t[3], a[3];
+	static const char *const stage[3] = { "BEFORE", "INFLATED", "DEFLATED" };
+	for (int i = 0; i < 3; i++) {
+		field(&r, stage[i], s);
+		cr_assert_eq(sscanf(s, "%lu %lu", &t[i], &a[i]), 2, "%s: '%s'", stage[i], s);
+	}
+	/* Without deflate-on-oom the driver takes the pages out of MemTotal: 128 MiB = 131072 kB. */
+	long dt = (long)t[0] - (long)t[1], da = (long)a[0] - (long)a[1];
+	cr_assert(dt >= 131072 - 1024 && dt <= 131072 + 1024, "MemTotal dropped by %ld kB", dt);
+	cr_assert(da >= 131072 - 16384 && da <= 131072 + 16384, "MemAvailable dropped by %ld kB", da);
+	dt = (long)t[0] - (long)t[2];
+	cr_assert(dt >= -1024 && dt <= 1024, "MemTotal after deflating differs by %ld kB", dt);
+	sys_free(&r);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Debian's stock cloud kernel: virtio drivers are modules that cvisor-init loads */
+
+Test(devices, cloud_kernel_sees_disk_nic_and_rng, .timeout = 600)
+{
+	struct sys_result p = sys_host("'%s/guest/cloud/prepare.sh'", CVISOR_SOURCE_DIR);
+	if (p.status != 0)
+		cr_skip_test("guest/cloud/prepare.sh could not prepare the cloud kernel: %s", p.err);
+	char dir[512];
+	snprintf(dir, sizeof(dir), "%.*s", (int)strcspn(p.out, "\n"), p.out);
+	sys_free(&p);
+	char release[128] = { 0 };
+	p = sys_host("cat '%s/kernel.release'", dir);
+	cr_assert_eq(p.status, 0);
+	snprintf(release, sizeof(release), "%.*s", (int)strcspn(p.out, "\n"), p.out);
+	sys_free(&p);
+
+	host_ok("head -c 1048576 /dev/urandom > '%s/cloud.img'", work());
+	p = sys_host("sha256sum < '%s/cloud.img' | cut -d' ' -f1", work());
+	char disk_sum[80];
+	snprintf(disk_sum, sizeof(disk_sum), "%.64s", p.out);
+	sys_free(&p);
+	cr_assert(is_sha256(disk_sum), "sha256sum of the image: '%s'", disk_sum);
+
+	put("cloud-guest.sh",
+	    "echo \"UNAME $(uname -r)\"\n"
+	    "echo \"BLOCK $(ls /sys/block | grep vd | tr '\\n' ' ')\"\n"
+	    "echo \"SERIAL $(cat /sys/block/vda/serial)\"\n"
+	    "echo \"DISK $(sha256sum < /dev/vda | cut -d' ' -f1)\"\n"
+	    "echo \"MAC $(cat /sys/class/net/eth0/address)\"\n"
+	    "echo \"RNG $(cat /sys/class/misc/hw_random/rng_current)\"\n"
+	    "ip link set eth0 up && ip addr add \"$G/24\" dev eth0\n"
+	    "ping -c 2 \"$H\" > /dev/null; echo \"PING $?\"\n", 0644);
+	char body[4096];
+	snprintf(body, sizeof(body),
+		 "%s"
+		 "C='%s'\n"
+		 "vm \"$B/cvisor\" run --memory 512 --kernel \"$C/vmlinuz\" "
+		 "--initrd \"$B/initramfs.cpio\" --initrd \"$C/modules.cpio\" "
+		 "--disk \"$W/cloud.img,serial=cloud-disk-0\" "
+		 "--net \"tap=$T,mac=52:54:00:c1:0d:01\" -e \"H=$H\" -e \"G=$G\" "
+		 "-- sh -c \"$(cat \"$W/cloud-guest.sh\")\"\n"
+		 "echo \"RUN $?\"\n", tap_setup, dir);
+	struct sys_result r = host_script("cloud.sh", body);
+	expect_num(&r, "RUN", "==", 0, "the guest run");
+	expect(&r, "UNAME", release, "the stock kernel runs");
+	expect(&r, "BLOCK", "vda", "virtio_blk bound the disk");
+	expect(&r, "SERIAL", "cloud-disk-0", "the disk's serial");
+	expect(&r, "DISK", disk_sum, "the guest reads the image's bytes");
+	expect(&r, "MAC", "52:54:00:c1:0d:01", "virtio_net bound the NIC");
+	expect(&r, "RNG", "virtio_rng.0", "virtio_rng is the current hwrng");
+	expect_num(&r, "PING", "==", 0, "the NIC passes traffic");
+	sys_free(&r);
+}

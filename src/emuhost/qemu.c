@@ -68,10 +68,19 @@ int qemu_launch(const struct qemu_params *p, struct cv_error *err)
 	if (cv_format(cmdline, sizeof(cmdline), err, "%s%s%s", KERNEL_CMDLINE, extra ? " " : "",
 		      extra ? extra : "") < 0)
 		return -1;
+	/*
+	 * One TCG thread for all vCPUs by default. With multi-threaded TCG a vCPU can keep running
+	 * a stale translation of kernel text another vCPU just patched (static keys are flipped by
+	 * int3-based live patching): seen as a host whose CPU loops between exc_page_fault and the
+	 * int3 handler forever, under load, a few times a day here. CVISOR_EMUHOST_TCG=multi
+	 * brings the faster mode back.
+	 */
+	const char *tcg = getenv("CVISOR_EMUHOST_TCG");
+	const char *accel = tcg && strcmp(tcg, "multi") == 0 ? "tcg,thread=multi" : "tcg,thread=single";
 	const char *argv[] = {
 		qemu,
 		"-name", "cvisor-emuhost",
-		"-accel", "tcg,thread=multi",
+		"-accel", accel,
 		"-cpu", "qemu64,+svm,+npt",
 		"-smp", smp,
 		"-m", mem,

@@ -34,7 +34,8 @@ static void usage(FILE *out)
 		"  prepare        download and unpack the host kernel into the cache now\n"
 		"\n"
 		"environment: CVISOR_EMUHOST_DIR (state directory), CVISOR_CACHE (cache), CVISOR_QEMU (QEMU\n"
-		"binary), CVISOR_EMUHOST_TIMEOUT (seconds to wait for the agent at start, default 120)\n");
+		"binary), CVISOR_EMUHOST_TIMEOUT (seconds to wait for the agent at start, default 120),\n"
+		"CVISOR_EMUHOST_TCG=single (one TCG thread for all vCPUs instead of one each)\n");
 }
 
 static int fail(const struct cv_error *err)

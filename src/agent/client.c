@@ -248,7 +248,8 @@ out:
 	return rc;
 }
 
-int agent_connect_hybrid_vsock(const char *uds_path, unsigned port, struct cv_error *err)
+int agent_connect_hybrid_vsock(const char *uds_path, unsigned port, int timeout_ms,
+			       struct cv_error *err)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	if (strlen(uds_path) >= sizeof(sa.sun_path)) {
@@ -273,9 +274,26 @@ int agent_connect_hybrid_vsock(const char *uds_path, unsigned port, struct cv_er
 		errno = (e == EPIPE || e == ECONNRESET) ? ECONNREFUSED : e;
 		return cv_fail_errno(err, CV_EXIT_UNAVAILABLE, "vsock CONNECT %u", port);
 	}
-	/* Byte by byte: what follows the answer's newline is already the agent's stream. */
+	/*
+	 * Byte by byte: what follows the answer's newline is already the agent's stream. The VMM
+	 * holds a CONNECT until the guest answers; a guest that never does (hung, or its vsock
+	 * driver never came up) must not hang us with it.
+	 */
+	int64_t deadline = now_ms() + timeout_ms;
 	size_t len = 0;
 	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int64_t left = deadline - now_ms();
+		int ready = left > 0 ? poll(&p, 1, (int)left) : 0;
+		if (ready < 0 && errno == EINTR)
+			continue;
+		if (ready == 0) {
+			close(fd);
+			errno = ETIMEDOUT;
+			return cv_fail(err, CV_EXIT_UNAVAILABLE,
+				       "vsock port %u: the guest did not answer within %d ms", port,
+				       timeout_ms);
+		}
 		ssize_t r = read(fd, line + len, 1);
 		if (r < 0 && errno == EINTR)
 			continue;

@@ -38,8 +38,10 @@ int agent_exec_relay(int conn, const struct agent_exec_spec *spec, const char *t
  * Opens a stream to vsock port `port` of a guest whose VMM exposes hybrid vsock on the Unix
  * socket uds_path: connect, send "CONNECT <port>\n", expect "OK <n>\n". Returns the connected
  * fd, or -1 with errno ECONNREFUSED when nobody in the guest listens (yet) on that port or the
- * VMM's socket does not exist yet, other errno values on real failures.
+ * VMM's socket does not exist yet, ETIMEDOUT when the guest gives no answer within timeout_ms,
+ * other errno values on real failures.
  */
-int agent_connect_hybrid_vsock(const char *uds_path, unsigned port, struct cv_error *err);
+int agent_connect_hybrid_vsock(const char *uds_path, unsigned port, int timeout_ms,
+			       struct cv_error *err);
 
 #endif

@@ -16,12 +16,13 @@
 #include "util.h"
 
 #define DEFAULT_PORT 1024
+#define DEFAULT_CONNECT_TIMEOUT_S 30
 #define MAX_ENV 256
 
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: cvisor agent --vsock UDS_PATH [--port N] <request>\n"
+		"usage: cvisor agent --vsock UDS_PATH [--port N] [--timeout S] <request>\n"
 		"\n"
 		"Sends one request to the cvisor-agent of a running guest, through the Unix socket its\n"
 		"cvisor-vmm serves for vsock (--vsock cid=N,uds=UDS_PATH). Requests:\n"
@@ -35,8 +36,10 @@ static void usage(FILE *out)
 		"  exec [-i] [-t] [-e K=V] [-w DIR] -- CMD [ARG...]\n"
 		"                           run CMD, relaying stdin (-i), a terminal (-t), signals;\n"
 		"                           exits with CMD's status\n"
-		"  --port N                 the agent's vsock port (default %d)\n",
-		DEFAULT_PORT);
+		"  --port N                 the agent's vsock port (default %d)\n"
+		"  --timeout S              give up when the guest does not accept the connection\n"
+		"                           within S seconds (default %d)\n",
+		DEFAULT_PORT, DEFAULT_CONNECT_TIMEOUT_S);
 }
 
 static int fail(struct cv_error *err)
@@ -135,6 +138,7 @@ int cmd_agent(int argc, char **argv)
 	struct cv_error err = { 0 };
 	const char *uds = NULL;
 	unsigned long port = DEFAULT_PORT;
+	uint64_t timeout_s = DEFAULT_CONNECT_TIMEOUT_S;
 	int i = 1;
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "--help") == 0) {
@@ -149,6 +153,12 @@ int cmd_agent(int argc, char **argv)
 				cv_fail(&err, CV_EXIT_USAGE, "--port '%s': expected 1..4294967294", argv[i]);
 				return fail(&err);
 			}
+		} else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+			if (!cv_parse_u64(argv[++i], 1, 3600, &timeout_s)) {
+				cv_fail(&err, CV_EXIT_USAGE, "--timeout '%s': expected 1..3600 seconds",
+					argv[i]);
+				return fail(&err);
+			}
 		} else {
 			cv_fail(&err, CV_EXIT_USAGE, "unknown or incomplete option '%s' (see --help)", argv[i]);
 			return fail(&err);
@@ -159,7 +169,7 @@ int cmd_agent(int argc, char **argv)
 		return CV_EXIT_USAGE;
 	}
 	const char *req = argv[i];
-	int fd = agent_connect_hybrid_vsock(uds, (unsigned)port, &err);
+	int fd = agent_connect_hybrid_vsock(uds, (unsigned)port, (int)timeout_s * 1000, &err);
 	if (fd < 0)
 		return fail(&err);
 	int rc, status = 0;

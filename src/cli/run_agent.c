@@ -28,6 +28,8 @@
 #define AGENT_START_TIMEOUT_MS 30000
 /* A guest that does not power off this long after it was asked is killed. */
 #define SHUTDOWN_TIMEOUT_MS 20000
+/* Asking the agent to power off: the guest is up, so it answers at once or never. */
+#define POWEROFF_ASK_TIMEOUT_MS 5000
 #define TMPFS_MAGIC_NUMBER 0x01021994
 
 static int64_t now_ms(void)
@@ -67,7 +69,8 @@ static int connect_agent(struct run_vm *vm, const char *uds, struct cv_error *er
 	struct timespec pause = { 0, 10 * 1000 * 1000 };
 	for (;;) {
 		struct cv_error e = { 0 };
-		int fd = agent_connect_hybrid_vsock(uds, AGENT_PORT, &e);
+		int64_t left = deadline - now_ms();
+		int fd = agent_connect_hybrid_vsock(uds, AGENT_PORT, left > 1000 ? (int)left : 1000, &e);
 		if (fd >= 0)
 			return fd;
 		if (errno != ECONNREFUSED) {
@@ -100,7 +103,7 @@ static bool exits_within(struct run_vm *vm, int ms)
 static bool ask_poweroff(const char *uds)
 {
 	struct cv_error e = { 0 };
-	int fd = agent_connect_hybrid_vsock(uds, AGENT_PORT, &e);
+	int fd = agent_connect_hybrid_vsock(uds, AGENT_PORT, POWEROFF_ASK_TIMEOUT_MS, &e);
 	if (fd < 0)
 		return false;
 	bool ok = agent_send_shutdown(fd, AGENT_SHUTDOWN_POWEROFF, NULL, &e) == 0;

@@ -4,10 +4,14 @@
 #include "sys.h"
 
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,43 +34,47 @@ static char *slurp(const char *path)
 	return buf;
 }
 
-/* Single-quotes s for sh. */
-static char *quote(const char *s)
-{
-	size_t n = 2;
-	for (const char *p = s; *p; p++)
-		n += *p == '\'' ? 4 : 1;
-	char *q = malloc(n + 1), *o = q;
-	*o++ = '\'';
-	for (const char *p = s; *p; p++) {
-		if (*p == '\'') {
-			memcpy(o, "'\\''", 4);
-			o += 4;
-		} else {
-			*o++ = *p;
-		}
-	}
-	*o++ = '\'';
-	*o = 0;
-	return q;
-}
-
+/*
+ * Runs CMD with stdout and stderr in files and stdin from /dev/null. No shell sits between the
+ * test and the command: a shell left behind by a test Criterion killed on timeout would keep the
+ * runner's output pipe open and the whole suite would never end. The child also dies with the
+ * test (PDEATHSIG); `cvisor emuhost exec` dying closes its connection, on which the emulated
+ * host's agent kills the command it ran.
+ */
 __attribute__((format(printf, 2, 0))) static struct sys_result run(bool in_guest_host,
 								     const char *fmt, va_list ap)
 {
 	char *cmd;
 	cr_assert_geq(vasprintf(&cmd, fmt, ap), 0);
 	char out[] = "/tmp/cvisor-sys-out-XXXXXX", err[] = "/tmp/cvisor-sys-err-XXXXXX";
-	close(mkstemp(out));
-	close(mkstemp(err));
-	char *q = quote(cmd), *full;
+	int ofd = mkstemp(out), efd = mkstemp(err);
+	cr_assert(ofd >= 0 && efd >= 0, "mkstemp: %s", strerror(errno));
 	const char *emu = getenv("CVISOR_TEST_EMUHOST");
-	if (in_guest_host && emu && strcmp(emu, "1") == 0)
-		cr_assert_geq(asprintf(&full, "'%s/cvisor' emuhost exec -- sh -c %s >%s 2>%s",
-				       sys_build(), q, out, err), 0);
-	else
-		cr_assert_geq(asprintf(&full, "sh -c %s >%s 2>%s", q, out, err), 0);
-	int ws = system(full);
+	bool via_emuhost = in_guest_host && emu && strcmp(emu, "1") == 0;
+	char cvisor[4096];
+	snprintf(cvisor, sizeof(cvisor), "%s/cvisor", via_emuhost ? sys_build() : "");
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		int in = open("/dev/null", O_RDONLY);
+		if (in < 0 || dup2(in, 0) < 0 || dup2(ofd, 1) < 0 || dup2(efd, 2) < 0)
+			_exit(127);
+		if (via_emuhost)
+			execl(cvisor, "cvisor", "emuhost", "exec", "--", "sh", "-c", cmd, (char *)NULL);
+		else
+			execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		dprintf(2, "exec: %s\n", strerror(errno));
+		_exit(127);
+	}
+	close(ofd);
+	close(efd);
+	int ws;
+	while (waitpid(pid, &ws, 0) < 0)
+		cr_assert_eq(errno, EINTR, "waitpid: %s", strerror(errno));
 	struct sys_result r = {
 		.status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws),
 		.out = slurp(out),
@@ -74,8 +82,6 @@ __attribute__((format(printf, 2, 0))) static struct sys_result run(bool in_guest
 	};
 	unlink(out);
 	unlink(err);
-	free(q);
-	free(full);
 	free(cmd);
 	return r;
 }

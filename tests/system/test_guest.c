@@ -321,8 +321,9 @@ Test(guest, agent_drives_a_running_guest, .timeout = 300)
 		"B='%s'; S=$(mktemp -d /dev/shm/cvisor-agent.XXXXXX); A=\"$B/cvisor agent --vsock $S/v.sock\"; "
 		"$B/cvisor-vmm --kernel '%s/vmlinux' --initrd $B/initramfs.cpio --disk %s/d.img "
 		"--vsock cid=3,uds=$S/v.sock --console file:$S/console --memory 256 "
-		"--cmdline 'console=ttyS0 quiet cvisor.agent=1024' & P=$!; "
-		"for i in $(seq 600); do $A ping >/dev/null 2>&1 && break; sleep 0.05; done; "
+		"--cmdline 'console=ttyS0 cvisor.agent=1024' & P=$!; "
+		"trap 'kill -9 $P 2>/dev/null; tail -n 30 $S/console >&2; rm -rf $S' EXIT; "
+		"for i in $(seq 600); do $A --timeout 5 ping >/dev/null 2>&1 && break; sleep 0.05; done; "
 		"$A info > $S/info; grep -o '\"kernel\":\"[^\"]*\"' $S/info; "
 		"$A exec -- sh -c 'mkdir -p /mnt && mount /dev/vda /mnt && echo ok'; "
 		"mkfifo $S/hold; ($A freeze /mnt < $S/hold > $S/frozen &); exec 7> $S/hold; "
@@ -330,7 +331,8 @@ Test(guest, agent_drives_a_running_guest, .timeout = 300)
 		"timeout -s KILL 3 $A exec -- sh -c 'echo during > /mnt/f; sync'; echo frozen_write=$?; "
 		"exec 7>&-; sleep 0.5; "
 		"$A exec -- sh -c 'echo after > /mnt/g; sync; cat /mnt/g'; "
-		"$A shutdown; wait $P; echo vmm=$?; rm -rf $S",
+		"$A shutdown; for i in $(seq 300); do kill -0 $P 2>/dev/null || break; sleep 0.1; done; "
+		"kill -9 $P 2>/dev/null; wait $P; echo vmm=$?",
 		sys_build(), sys_kernel_dir(), dir);
 	cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
 	char want[512];

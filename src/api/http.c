@@ -160,12 +160,37 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct api_res
 	return ret;
 }
 
+void api_server_on_thread_start(struct api_server *s, int (*fn)(void *ctx), void *ctx)
+{
+	s->thread_hook = fn;
+	s->thread_hook_ctx = ctx;
+}
+
+/* Runs the thread hook until it is done; false once it failed. Server thread only. */
+static bool thread_hook_ok(struct api_server *s)
+{
+	if (s->thread_hook && s->thread_state == 0)
+		s->thread_state = s->thread_hook(s->thread_hook_ctx);
+	return s->thread_state >= 0;
+}
+
+/* libmicrohttpd's accept policy: called on the server thread for each new connection. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+	(void)addr;
+	(void)addrlen;
+	return thread_hook_ok(cls) ? MHD_YES : MHD_NO;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version, const char *upload,
 				  size_t *upload_size, void **con_cls)
 {
 	struct api_server *s = cls;
 	(void)version;
+	/* A connection accepted before the VM ran may carry requests after it does. */
+	if (!thread_hook_ok(s))
+		return MHD_NO;
 	struct pending *p = *con_cls;
 	if (!p) {
 		p = calloc(1, sizeof(*p));
@@ -223,7 +248,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 int api_server_start(struct api_server *s, const char *path, api_route_fn route, void *ctx,
 		     struct cv_error *err)
 {
+	int (*thread_hook)(void *) = s->thread_hook;
+	void *thread_hook_ctx = s->thread_hook_ctx;
 	memset(s, 0, sizeof(*s));
+	s->thread_hook = thread_hook;
+	s->thread_hook_ctx = thread_hook_ctx;
 	s->listen_fd = -1;
 	s->route = route;
 	s->ctx = ctx;
@@ -250,7 +279,7 @@ int api_server_start(struct api_server *s, const char *path, api_route_fn route,
 		api_server_stop(s);
 		return cv_fail_errno(err, CV_EXIT_OSERR, "listen on '%s'", path);
 	}
-	s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, NULL, NULL,
+	s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, on_accept, s,
 				     on_request, s, MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
 				     MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 				     MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);

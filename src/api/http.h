@@ -34,12 +34,25 @@ struct api_server {
 	char path[108];
 	api_route_fn route;
 	void *ctx;
+	/* Run on the server thread before it serves connections and requests (see below). */
+	int (*thread_hook)(void *ctx);
+	void *thread_hook_ctx;
+	int thread_state;            /* last hook result; touched only by the server thread */
 };
 
 /* Creates the socket at path (which must not exist) and serves requests until stopped. */
 int api_server_start(struct api_server *s, const char *path, api_route_fn route, void *ctx,
 		     struct cv_error *err);
 void api_server_stop(struct api_server *s);
+
+/*
+ * Registers fn to run on the server's own thread before each new connection and each request
+ * until it returns 1 (done) - cvisor-vmm installs the API thread's seccomp filter there, once
+ * the VM runs: libmicrohttpd has no hook at thread start, and nothing reaches the thread but
+ * connections. 0 means "not yet, ask again"; -1 means failure: from then on every connection
+ * and request is refused. Call before api_server_start.
+ */
+void api_server_on_thread_start(struct api_server *s, int (*fn)(void *ctx), void *ctx);
 
 /*
  * Parses a request body of len bytes (no terminator needed): *out is NULL for an empty body,

@@ -12,4 +12,7 @@ struct vm;
 /* The routing function handed to api_server_start, with the VM as context. */
 void vmm_api_route(void *vm, const struct api_request *req, struct api_response *resp);
 
+/* PATCH /vm and PUT /snapshot/create (api_vm.c); false if the path is not one of them. */
+bool vmm_api_vm_route(struct vm *vm, const struct api_request *req, struct api_response *resp);
+
 #endif

@@ -1,7 +1,8 @@
 /*
  * The VM's configurable devices: what the user asked for (struct device_config, filled from
- * the command line) and their instances on the PCI bus. Fixed platform devices (UART, power,
- * PCI host bridge) are not configurable and live in vm.c.
+ * the command line) and their instances, each on the VM's virtio transport: virtio-pci (the
+ * default) or virtio-mmio (--transport mmio, or a kernel command line with pci=off). Fixed
+ * platform devices (UART, power, PCI host bridge) are not configurable and live in vm.c.
  */
 #ifndef CVISOR_VMM_DEVICES_H
 #define CVISOR_VMM_DEVICES_H
@@ -10,6 +11,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "virtio/virtio_mmio.h"
 #include "virtio/virtio_pci.h"
 
 #define VM_MAX_DISKS 16
@@ -43,7 +45,15 @@ struct balloon_config {
 	bool free_page_reporting;
 };
 
+/* How virtio devices reach the guest; AUTO is resolved before the VM is built. */
+enum virtio_transport {
+	VIRTIO_TRANSPORT_AUTO = 0,   /* mmio if the kernel command line has pci=off, else pci */
+	VIRTIO_TRANSPORT_PCI,
+	VIRTIO_TRANSPORT_MMIO,
+};
+
 struct device_config {
+	enum virtio_transport transport;
 	bool rng;
 	struct disk_config disks[VM_MAX_DISKS];
 	unsigned n_disks;
@@ -53,9 +63,13 @@ struct device_config {
 	struct balloon_config balloon;
 };
 
-/* One virtio device on the PCI bus, with whatever owns its backend. */
+/* One virtio device on its transport, with whatever owns its backend. */
 struct vm_virtio {
-	struct virtio_pci transport;
+	enum virtio_transport kind;  /* PCI or MMIO */
+	union {
+		struct virtio_pci pci;
+		struct virtio_mmio mmio;
+	} transport;
 	struct virtio_dev *dev;
 	void *owner;                 /* the device object (struct virtio_rng ...) */
 	void (*destroy)(void *owner);
@@ -64,14 +78,30 @@ struct vm_virtio {
 struct vm;
 
 /*
- * Wraps a ready virtio device in a PCI function and records it for teardown; on failure the
- * owner is destroyed. Device constructors (virtio_*_add) end with this.
+ * Puts a ready virtio device on the VM's transport (a PCI function, or a virtio-mmio window and
+ * line) and records it for teardown; on failure the owner is destroyed. Device constructors
+ * (virtio_*_add) end with this.
  */
 int vm_virtio_plug(struct vm *vm, struct virtio_dev *dev, void *owner, void (*destroy)(void *),
 		   struct cv_error *err);
 
-/* Creates every configured device and plugs it into the PCI bus. */
+/* Creates every configured device and plugs it into the VM's transport. */
 int vm_devices_create(struct vm *vm, const struct device_config *cfg, struct cv_error *err);
+
+/* The ISA lines virtio-mmio devices may use (bit n = IRQ n), for the ACPI and MP tables. */
+uint16_t vm_devices_level_irqs(const struct device_config *cfg);
+
+/* PCI or MMIO: the explicit choice, else MMIO exactly when cmdline turns PCI off. */
+enum virtio_transport virtio_transport_resolve(enum virtio_transport requested,
+					       const char *cmdline);
+
+/*
+ * The kernel command line the guest gets: `cmdline` with the virtio-mmio devices declared in
+ * front (virtio_mmio.device=...; in front, so that nothing lands after a "--" that hands the
+ * rest to init). *out is malloc'ed; NULL when there is nothing to add (PCI).
+ */
+int vm_devices_cmdline(const struct vm *vm, const char *cmdline, char **out, struct cv_error *err);
+
 /* Resets and frees them (after the vCPUs and the I/O thread stopped). */
 void vm_devices_destroy(struct vm *vm);
 

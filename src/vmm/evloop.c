@@ -13,6 +13,8 @@
 int evloop_init(struct evloop *l, struct cv_error *err)
 {
 	memset(l, 0, sizeof(*l));
+	pthread_mutex_init(&l->pause_lock, NULL);
+	pthread_cond_init(&l->pause_cond, NULL);
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (l->epfd < 0)
 		return cv_fail_errno(err, CV_EXIT_OSERR, "epoll_create1");
@@ -38,6 +40,8 @@ void evloop_destroy(struct evloop *l)
 	if (l->epfd >= 0)
 		close(l->epfd);
 	l->wake_fd = l->epfd = -1;
+	pthread_mutex_destroy(&l->pause_lock);
+	pthread_cond_destroy(&l->pause_cond);
 }
 
 int evloop_add(struct evloop *l, struct evloop_handler *h, uint32_t events, struct cv_error *err)
@@ -69,6 +73,14 @@ static void *loop_thread(void *arg)
 	sigset_t all;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	if (l->on_start && !l->on_start(l->on_start_ctx)) {
+		/* Nothing will be served: a pause must not wait for this thread to park. */
+		pthread_mutex_lock(&l->pause_lock);
+		__atomic_store_n(&l->stop, true, __ATOMIC_RELEASE);
+		pthread_cond_broadcast(&l->pause_cond);
+		pthread_mutex_unlock(&l->pause_lock);
+		return NULL;
+	}
 	struct epoll_event evs[32];
 	while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
 		int n = epoll_wait(l->epfd, evs, 32, -1);
@@ -79,11 +91,52 @@ static void *loop_thread(void *arg)
 		}
 		for (int i = 0; i < n; i++) {
 			struct evloop_handler *h = evs[i].data.ptr;
-			if (h)
-				h->fn(h->opaque, evs[i].events);
+			if (!h) {
+				uint64_t v;
+				if (read(l->wake_fd, &v, sizeof(v)) < 0) {
+					/* EAGAIN: already drained */
+				}
+				continue;
+			}
+			/* A pause stops dispatch here; the rest is reported again after it. */
+			if (__atomic_load_n(&l->pause_req, __ATOMIC_ACQUIRE))
+				break;
+			h->fn(h->opaque, evs[i].events);
 		}
+		pthread_mutex_lock(&l->pause_lock);
+		if (l->pause_req && !l->stop) {
+			l->parked = true;
+			pthread_cond_broadcast(&l->pause_cond);
+			while (l->pause_req && !l->stop)
+				pthread_cond_wait(&l->pause_cond, &l->pause_lock);
+			l->parked = false;
+		}
+		pthread_mutex_unlock(&l->pause_lock);
 	}
 	return NULL;
+}
+
+void evloop_pause(struct evloop *l)
+{
+	if (!l->running)
+		return;
+	pthread_mutex_lock(&l->pause_lock);
+	__atomic_store_n(&l->pause_req, true, __ATOMIC_RELEASE);
+	uint64_t one = 1;
+	if (write(l->wake_fd, &one, sizeof(one)) < 0) {
+		/* counter far from overflow */
+	}
+	while (!l->parked && !l->stop)
+		pthread_cond_wait(&l->pause_cond, &l->pause_lock);
+	pthread_mutex_unlock(&l->pause_lock);
+}
+
+void evloop_resume(struct evloop *l)
+{
+	pthread_mutex_lock(&l->pause_lock);
+	__atomic_store_n(&l->pause_req, false, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&l->pause_cond);
+	pthread_mutex_unlock(&l->pause_lock);
 }
 
 int evloop_start(struct evloop *l, const char *name, struct cv_error *err)
@@ -102,7 +155,10 @@ void evloop_stop(struct evloop *l)
 {
 	if (!l->running)
 		return;
+	pthread_mutex_lock(&l->pause_lock);
 	__atomic_store_n(&l->stop, true, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&l->pause_cond);
+	pthread_mutex_unlock(&l->pause_lock);
 	uint64_t one = 1;
 	if (write(l->wake_fd, &one, sizeof(one)) < 0) {
 		/* the counter is far from overflow; nothing else can fail here */

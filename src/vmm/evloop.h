@@ -27,6 +27,17 @@ struct evloop {
 	pthread_t thread;
 	bool running;
 	bool stop;
+	/* Pause barrier: the loop thread waits here between events while pause_req is set. */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	bool pause_req;
+	bool parked;
+	/*
+	 * Called first on the loop thread, before any handler (cvisor-vmm sandboxes the thread
+	 * there); false ends the thread. Set after evloop_init, before evloop_start.
+	 */
+	bool (*on_start)(void *ctx);
+	void *on_start_ctx;
 };
 
 int evloop_init(struct evloop *l, struct cv_error *err);
@@ -43,5 +54,13 @@ void evloop_remove(struct evloop *l, struct evloop_handler *h);
 
 int evloop_start(struct evloop *l, const char *name, struct cv_error *err);
 void evloop_stop(struct evloop *l);
+
+/*
+ * Stops the loop thread between two handlers and returns once it waits: no handler runs until
+ * evloop_resume. Events that arrive meanwhile stay pending (handlers are level-triggered). A
+ * no-op when the loop is not running. Never call from the loop thread itself.
+ */
+void evloop_pause(struct evloop *l);
+void evloop_resume(struct evloop *l);
 
 #endif

@@ -29,6 +29,8 @@
 #define LAYOUT_MMIO_HOLE      0xc0000000ULL  /* RAM stops here below 4 GiB */
 #define LAYOUT_PCI_WINDOW     0xc0000000ULL  /* 32-bit PCI BARs */
 #define LAYOUT_PCI_WINDOW_SIZE 0x10000000ULL
+#define LAYOUT_VIRTIO_MMIO    0xd0000000ULL  /* virtio-mmio windows, right after the PCI window */
+#define LAYOUT_VIRTIO_MMIO_SIZE 0x20000ULL   /* 32 devices of 4 KiB */
 #define LAYOUT_4GIB           0x100000000ULL
 #define LAYOUT_IOAPIC         0xfec00000ULL
 #define LAYOUT_LAPIC          0xfee00000ULL
@@ -53,5 +55,13 @@
 #define PORT_I8042_COMMAND 0x64
 
 #define GSI_COUNT 24                        /* pins of the in-kernel IOAPIC */
+
+/*
+ * Interrupt lines for virtio-mmio devices: ISA IRQs that no device a guest may probe uses (left
+ * alone: 0 PIT, 1/12 i8042, 2 cascade, 3/4 COM ports, 8 RTC, 9 SCI, 13 FPU). When ACPI describes
+ * the machine, Linux has IRQ numbers only for the 16 ISA lines, so devices share these
+ * (level-triggered) rather than using IOAPIC pins 16-23.
+ */
+#define LAYOUT_VIRTIO_MMIO_IRQS { 5, 6, 7, 10, 11, 14, 15 }
 
 #endif

@@ -13,6 +13,7 @@
 #include "devopts.h"
 #include "exitcodes.h"
 #include "kvm_probe.h"
+#include "snapshot/snapshot.h"
 #include "util.h"
 #include "vm.h"
 
@@ -45,7 +46,19 @@ static void usage(FILE *out)
 		"  --console stdio|file:PATH|none\n"
 		"                         where the serial console goes (default stdio; on a terminal,\n"
 		"                         Ctrl-A x quits)\n"
+		"  --transport pci|mmio   how virtio devices reach the guest: virtio-pci, or virtio-mmio\n"
+		"                         declared on the kernel command line (virtio_mmio.device=...);\n"
+		"                         default: mmio if the command line has pci=off, else pci\n"
 		"  --api-sock PATH        serve the control API (HTTP+JSON) on the Unix socket PATH\n"
+		"  --restore STATE --memory-file MEM\n"
+		"                         resume a snapshot's VM (PUT /snapshot/create) instead of\n"
+		"                         booting a kernel; give the device options it had, in the same\n"
+		"                         order (vCPUs and memory come from STATE; MEM is mapped\n"
+		"                         copy-on-write and never modified)\n"
+		"  --seccomp kill|log|off once the VM runs, each thread allows only the syscalls its\n"
+		"                         role needs and capabilities are dropped; kill (default):\n"
+		"                         another syscall kills the VMM with SIGSYS; log: allowed but\n"
+		"                         logged in the kernel log (docs/sandboxing.md); off: no sandbox\n"
 		"  --emulated-host        if /dev/kvm cannot run a guest here (PVM, or none), run this\n"
 		"                         command inside cvisor's emulated host instead (slow)\n"
 		"  --help, --version\n"
@@ -60,13 +73,16 @@ struct options {
 	struct vm_config vm;
 	struct boot_config boot;
 	bool emulated_host;
+	const char *restore;         /* --restore STATE */
+	const char *memory_file;     /* --memory-file MEM */
+	bool cpus_given, memory_given;
 };
 
 static int parse_args(int argc, char **argv, struct options *o, struct cv_error *err)
 {
 	enum { OPT_KERNEL = 1, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE,
 	       OPT_EMUHOST, OPT_API_SOCK, OPT_RNG, OPT_DISK, OPT_NET, OPT_VSOCK, OPT_BALLOON, OPT_HELP,
-	       OPT_VERSION };
+	       OPT_VERSION, OPT_SECCOMP, OPT_TRANSPORT, OPT_RESTORE, OPT_MEMORY_FILE };
 	static const struct option longopts[] = {
 		{ "kernel", required_argument, NULL, OPT_KERNEL },
 		{ "initrd", required_argument, NULL, OPT_INITRD },
@@ -83,12 +99,17 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 		{ "balloon", optional_argument, NULL, OPT_BALLOON },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ "version", no_argument, NULL, OPT_VERSION },
+		{ "seccomp", required_argument, NULL, OPT_SECCOMP },
+		{ "transport", required_argument, NULL, OPT_TRANSPORT },
+		{ "restore", required_argument, NULL, OPT_RESTORE },
+		{ "memory-file", required_argument, NULL, OPT_MEMORY_FILE },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(o, 0, sizeof(*o));
 	o->vm.cpus = 1;
 	o->vm.memory_bytes = CV_MiB(DEFAULT_MEMORY_MIB);
 	o->vm.console.kind = CONSOLE_STDIO;
+	o->vm.sandbox = VMM_SANDBOX_KILL;
 	o->boot.cmdline = DEFAULT_CMDLINE;
 	uint64_t host_mib = cv_host_memory_bytes() >> 20;
 	if (host_mib < VM_MIN_MEMORY_MIB)
@@ -117,6 +138,7 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 					       "--cpus '%s': expected a number from 1 to %d", optarg,
 					       VM_MAX_VCPUS);
 			o->vm.cpus = (unsigned)v;
+			o->cpus_given = true;
 			break;
 		case OPT_MEMORY:
 			if (!cv_parse_u64(optarg, VM_MIN_MEMORY_MIB, host_mib, &v))
@@ -124,6 +146,7 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 					       "--memory '%s': expected MiB from %d to %llu (this host's RAM)",
 					       optarg, VM_MIN_MEMORY_MIB, (unsigned long long)host_mib);
 			o->vm.memory_bytes = CV_MiB(v);
+			o->memory_given = true;
 			break;
 		case OPT_CONSOLE:
 			if (console_parse(optarg, &o->vm.console, err) < 0)
@@ -134,6 +157,10 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 			break;
 		case OPT_RNG:
 			o->vm.devices.rng = true;
+			break;
+		case OPT_SECCOMP:
+			if (vmm_sandbox_mode_parse(optarg, &o->vm.sandbox, err) < 0)
+				return -1;
 			break;
 		case OPT_API_SOCK:
 			o->vm.api_sock = optarg;
@@ -162,6 +189,21 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 				return -1;
 			break;
 		}
+		case OPT_RESTORE:
+			o->restore = optarg;
+			break;
+		case OPT_MEMORY_FILE:
+			o->memory_file = optarg;
+			break;
+		case OPT_TRANSPORT:
+			if (strcmp(optarg, "pci") == 0)
+				o->vm.devices.transport = VIRTIO_TRANSPORT_PCI;
+			else if (strcmp(optarg, "mmio") == 0)
+				o->vm.devices.transport = VIRTIO_TRANSPORT_MMIO;
+			else
+				return cv_fail(err, CV_EXIT_USAGE,
+					       "--transport '%s': expected pci or mmio", optarg);
+			break;
 		case OPT_HELP:
 			usage(stdout);
 			exit(0);
@@ -175,8 +217,22 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 	}
 	if (optind < argc)
 		return cv_fail(err, CV_EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
+	if (o->restore || o->memory_file) {
+		if (!o->restore || !o->memory_file)
+			return cv_fail(err, CV_EXIT_USAGE, "--restore and --memory-file go together");
+		if (o->boot.kernel || o->boot.n_initrds)
+			return cv_fail(err, CV_EXIT_USAGE, "--restore resumes a snapshot: no --kernel or "
+				       "--initrd");
+		return 0;    /* the rest of the machine comes from the snapshot */
+	}
 	if (!o->boot.kernel)
 		return cv_fail(err, CV_EXIT_USAGE, "--kernel is required (see --help)");
+	struct device_config *dc = &o->vm.devices;
+	if (dc->transport == VIRTIO_TRANSPORT_PCI &&
+	    virtio_mmio_cmdline_disables_pci(o->boot.cmdline))
+		fprintf(stderr, "cvisor-vmm: warning: --transport pci with pci=off on the kernel "
+				"command line: the guest will not see the virtio devices\n");
+	dc->transport = virtio_transport_resolve(dc->transport, o->boot.cmdline);
 	return 0;
 }
 
@@ -210,6 +266,25 @@ static int run_in_emulated_host(int argc, char **argv, struct cv_error *err)
 	return cv_fail_errno(err, CV_EXIT_UNAVAILABLE, "run '%s'", cvisor);
 }
 
+/* --restore: the machine's vCPUs, memory and transport are the snapshot's. */
+static int restore_shape(struct options *o, struct cv_error *err)
+{
+	struct snap_shape s;
+	if (vm_snapshot_read_shape(o->restore, &s, err) < 0)
+		return -1;
+	if (o->cpus_given && o->vm.cpus != s.n_vcpus)
+		return cv_fail(err, CV_EXIT_USAGE, "--cpus %u: the snapshot has %u vCPUs", o->vm.cpus,
+			       s.n_vcpus);
+	if (o->memory_given && o->vm.memory_bytes != s.memory_bytes)
+		return cv_fail(err, CV_EXIT_USAGE, "--memory %llu: the snapshot has %llu MiB",
+			       (unsigned long long)(o->vm.memory_bytes >> 20),
+			       (unsigned long long)(s.memory_bytes >> 20));
+	o->vm.cpus = s.n_vcpus;
+	o->vm.memory_bytes = s.memory_bytes;
+	o->vm.devices.transport = (enum virtio_transport)s.transport;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct cv_error err = { 0 };
@@ -237,7 +312,13 @@ int main(int argc, char **argv)
 	struct vm vm;
 	struct boot_plan plan;
 	int status;
-	if (vm_init(&vm, &o.vm, &err) < 0 || vm_load_kernel(&vm, &o.boot, &plan, &err) < 0) {
+	if (o.restore && restore_shape(&o, &err) < 0) {
+		cv_error_print(&err, "cvisor-vmm");
+		return err.code;
+	}
+	if (vm_init(&vm, &o.vm, &err) < 0 ||
+	    (o.restore ? vm_restore(&vm, o.restore, o.memory_file, &err)
+		       : vm_load_kernel(&vm, &o.boot, &plan, &err)) < 0) {
 		cv_error_print(&err, "cvisor-vmm");
 		status = err.code;
 	} else {

@@ -258,11 +258,24 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&kick);
 	sigaddset(&kick, SIG_VCPU_KICK);
 	pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
+	char name[16];
+	snprintf(name, sizeof(name), "vcpu%u", v->id);
+	if (!vm_sandbox_thread(vm, VMM_ROLE_VCPU, name))
+		return NULL;
 
+	/* A VM paused before its vCPUs started (API request during start-up) keeps them parked. */
+	if (atomic_load(&vm->pause_requested))
+		vm_vcpu_park(vm);
 	while (!atomic_load(&vm->stopping)) {
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
-				v->run->immediate_exit = 0;
+				/*
+				 * The last exit is complete now (KVM finishes it before looking at
+				 * signals and immediate_exit): a safe point to park for a pause.
+				 */
+				__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+				if (atomic_load(&vm->pause_requested))
+					vm_vcpu_park(vm);
 				continue;
 			}
 			vm_request_stop(vm, CV_EXIT_KVM_ERROR, "vCPU %u: KVM_RUN: %s", v->id,
@@ -295,7 +308,7 @@ void vcpu_kick(struct vcpu *v)
 		return;
 	/* immediate_exit covers a kick that lands just before the thread enters KVM_RUN. */
 	if (v->vm->kvm.immediate_exit)
-		v->run->immediate_exit = 1;
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
 	pthread_kill(v->thread, SIG_VCPU_KICK);
 }
 

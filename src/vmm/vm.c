@@ -47,6 +47,10 @@ void vm_request_stop(struct vm *vm, int status, const char *fmt, ...)
 		}
 	}
 	pthread_mutex_unlock(&vm->stop_lock);
+	/* Parked vCPUs must see the stop too. */
+	pthread_mutex_lock(&vm->pause_lock);
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
 }
 
 static void uart_irq(void *ctx, int level)
@@ -114,7 +118,7 @@ static int create_devices(struct vm *vm, struct cv_error *err)
 	return 0;
 }
 
-static int write_tables(struct vm *vm, struct cv_error *err)
+static int write_tables(struct vm *vm, const struct device_config *dc, struct cv_error *err)
 {
 	uint8_t ioapic_id = (uint8_t)vm->n_vcpus;
 	uint8_t *acpi = guest_memory_ptr(&vm->mem, LAYOUT_ACPI_TABLES, LAYOUT_ACPI_MAX);
@@ -122,7 +126,8 @@ static int write_tables(struct vm *vm, struct cv_error *err)
 	if (!acpi || !mp)
 		return cv_fail(err, CV_EXIT_SOFTWARE, "BIOS area is not RAM");
 	struct acpi_params ap = { .n_cpus = vm->n_vcpus, .ioapic_id = ioapic_id,
-				  .base = LAYOUT_ACPI_TABLES };
+				  .base = LAYOUT_ACPI_TABLES, .level_irqs = vm_devices_level_irqs(dc),
+				  .no_pci_root = dc->transport == VIRTIO_TRANSPORT_MMIO };
 	size_t len;
 	if (acpi_build(&ap, acpi, LAYOUT_ACPI_MAX, &len, err) < 0)
 		return -1;
@@ -132,7 +137,7 @@ static int write_tables(struct vm *vm, struct cv_error *err)
 	struct mptable_params mpp = {
 		.n_cpus = vm->n_vcpus, .ioapic_id = ioapic_id,
 		.cpu_signature = leaf1 ? leaf1->eax : 0, .cpu_features = leaf1 ? leaf1->edx : 0,
-		.base = LAYOUT_MPTABLE,
+		.base = LAYOUT_MPTABLE, .level_irqs = ap.level_irqs,
 	};
 	return mptable_build(&mpp, mp, LAYOUT_MPTABLE_MAX, &len, err);
 }
@@ -144,10 +149,14 @@ int vm_init(struct vm *vm, const struct vm_config *cfg, struct cv_error *err)
 	vm->loop.epfd = vm->loop.wake_fd = -1;
 	vm->api.listen_fd = -1;
 	vm->api_sock = cfg->api_sock;
+	vm->sandbox = cfg->sandbox;
 	vm->console.out_fd = vm->console.in_fd = -1;
 	io_bus_init(&vm->pio, "port I/O");
 	io_bus_init(&vm->mmio, "MMIO");
 	pthread_mutex_init(&vm->stop_lock, NULL);
+	pthread_mutex_init(&vm->control_lock, NULL);
+	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_cond_init(&vm->pause_cond, NULL);
 	const char *trace = getenv("CVISOR_VMM_TRACE");
 	vm->trace_io = trace && strstr(trace, "io");
 
@@ -180,7 +189,7 @@ int vm_init(struct vm *vm, const struct vm_config *cfg, struct cv_error *err)
 		return -1;
 	if (console_open(&vm->console, &cfg->console, err) < 0)
 		return -1;
-	if (create_devices(vm, err) < 0 || write_tables(vm, err) < 0 ||
+	if (create_devices(vm, err) < 0 || write_tables(vm, &cfg->devices, err) < 0 ||
 	    cpu_write_boot_tables(&vm->mem, err) < 0)
 		return -1;
 	if (pci_bus_init(&vm->pci, &vm->pio, &vm->mmio, LAYOUT_PCI_WINDOW, LAYOUT_PCI_WINDOW_SIZE,
@@ -202,7 +211,16 @@ int vm_init(struct vm *vm, const struct vm_config *cfg, struct cv_error *err)
 int vm_load_kernel(struct vm *vm, const struct boot_config *bc, struct boot_plan *plan,
 		   struct cv_error *err)
 {
-	if (boot_prepare(bc, &vm->mem, vm->rsdp_gpa, plan, err) < 0)
+	/* virtio-mmio devices exist for the guest only on its command line. */
+	char *cmdline;
+	if (vm_devices_cmdline(vm, bc->cmdline, &cmdline, err) < 0)
+		return -1;
+	struct boot_config with = *bc;
+	if (cmdline)
+		with.cmdline = cmdline;
+	int rc = boot_prepare(&with, &vm->mem, vm->rsdp_gpa, plan, err);
+	free(cmdline);
+	if (rc < 0)
 		return -1;
 	/* Only the boot CPU gets an entry state; the others wait for INIT/SIPI from the guest. */
 	return cpu_set_entry_state(vm->vcpus[0].fd, plan->mode, plan->entry, plan->params, err);
@@ -232,6 +250,10 @@ int vm_run(struct vm *vm, struct cv_error *err)
 		return cv_fail_errno(err, CV_EXIT_OSERR, "signalfd");
 	}
 	int rc = vcpu_signals_init(err);
+	/* Each thread sandboxes itself where its loop starts (sandbox.h). */
+	vm->loop.on_start = vm_sandbox_io_start;
+	vm->loop.on_start_ctx = vm;
+	api_server_on_thread_start(&vm->api, vm_sandbox_api_start, vm);
 	if (rc == 0)
 		rc = evloop_start(&vm->loop, "io", err);
 	if (rc == 0 && vm->api_sock)
@@ -240,6 +262,8 @@ int vm_run(struct vm *vm, struct cv_error *err)
 		rc = vcpu_start(&vm->vcpus[i], err);
 	if (rc < 0)
 		vm_request_stop(vm, err->code, "%s", err->msg);
+	else if (vm_sandbox_thread(vm, VMM_ROLE_MAIN, NULL))   /* last: threads inherit it */
+		atomic_store(&vm->sandbox_armed, true);
 
 	uint8_t pending[256];
 	size_t pending_len = 0, pending_off = 0;
@@ -326,5 +350,8 @@ void vm_destroy(struct vm *vm)
 		close(vm->fd);
 	kvm_system_close(&vm->kvm);
 	pthread_mutex_destroy(&vm->stop_lock);
+	pthread_mutex_destroy(&vm->control_lock);
+	pthread_mutex_destroy(&vm->pause_lock);
+	pthread_cond_destroy(&vm->pause_cond);
 	vm->fd = vm->stop_eventfd = vm->uart_drained_eventfd = -1;
 }

@@ -26,6 +26,7 @@
 #include "kvm.h"
 #include "memory.h"
 #include "pci/pci.h"
+#include "sandbox.h"
 
 #define VM_MAX_VCPUS 254     /* xAPIC IDs 0..253; the IOAPIC takes the next ID */
 #define VM_MIN_MEMORY_MIB 32
@@ -39,6 +40,7 @@ struct vm_config {
 	struct console_config console;
 	struct device_config devices;
 	const char *api_sock;        /* control API socket path, or NULL */
+	enum vmm_sandbox_mode sandbox;   /* seccomp + capabilities after setup (sandbox.h) */
 };
 
 struct vm {
@@ -62,9 +64,12 @@ struct vm {
 	struct pci_bus pci;
 	struct vm_virtio *virtio[VM_MAX_VIRTIO];
 	unsigned n_virtio;
+	struct virtio_mmio_bus *virtio_mmio; /* NULL: the virtio devices are on PCI */
 	struct virtio_balloon *balloon;      /* NULL unless configured */
 	const char *api_sock;
 	struct api_server api;
+	enum vmm_sandbox_mode sandbox;
+	atomic_bool sandbox_armed;   /* every thread started: the API thread may lock down */
 
 	/* Stop protocol: the first vm_request_stop wins (under stop_lock) and wakes the main loop. */
 	pthread_mutex_t stop_lock;
@@ -73,6 +78,19 @@ struct vm {
 	char stop_reason[256];
 	int stop_eventfd;
 	int uart_drained_eventfd;
+
+	/*
+	 * Pause protocol (pause.c): vCPU threads park outside KVM_RUN on pause_cond, the I/O thread
+	 * at its evloop barrier. control_lock serialises pause, resume and snapshots.
+	 */
+	pthread_mutex_t control_lock;
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	atomic_bool pause_requested;
+	unsigned parked;             /* vCPU threads waiting in vm_vcpu_park */
+	atomic_bool paused;
+	/* Restored VM: guest RAM privately maps this memory file (st_dev, st_ino); else 0, 0. */
+	uint64_t mem_file_dev, mem_file_ino;
 
 	bool trace_io;            /* CVISOR_VMM_TRACE=io: log accesses no device claimed */
 	atomic_uint_fast64_t unhandled_io;
@@ -90,6 +108,21 @@ void vm_destroy(struct vm *vm);
 /* Ends the VM with `status` (first caller wins). Safe from any thread. */
 void vm_request_stop(struct vm *vm, int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/*
+ * Pause (pause.c): every vCPU leaves KVM_RUN with its last exit completed and waits; the I/O
+ * thread stops at its barrier; devices finish work in flight (virtio_dev_ops.quiesce); each
+ * vCPU's kvmclock is told it was stopped (KVM_KVMCLOCK_CTRL). Guest memory and device state
+ * are then stable until vm_resume. Both are idempotent; not callable from vCPU or I/O threads.
+ */
+int vm_pause(struct vm *vm, struct cv_error *err);
+void vm_resume(struct vm *vm);
+static inline bool vm_is_paused(struct vm *vm)
+{
+	return atomic_load(&vm->paused);
+}
+/* Called by a vCPU thread whose KVM_RUN returned EINTR while a pause is requested. */
+void vm_vcpu_park(struct vm *vm);
 
 /* Drives an IOAPIC/PIC input line (KVM_IRQ_LINE). */
 void vm_set_irq_line(struct vm *vm, unsigned gsi, int level);

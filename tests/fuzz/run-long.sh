@@ -4,7 +4,7 @@
 # a broken invariant, a timeout, a leak or runaway memory; the input that did it is kept).
 #   tests/fuzz/run-long.sh [--coverage] [--build DIR] [--work DIR] [--share TOTAL]
 #                          DURATION [TARGET...]
-# TARGETs: virtq blk net vsock agent-proto boot api (default: all of them).
+# TARGETs: virtq blk net vsock agent-proto boot api mmio (default: all of them).
 # Options and environment:
 #   --build DIR, FUZZ_BUILD  clang build tree (default <repo>/build-clang, set up if missing)
 #   --work DIR, FUZZ_WORK    corpora (DIR/corpus-NAME), logs, crash inputs (DIR/artifacts);
@@ -53,7 +53,7 @@ fi
 shift
 
 # Every target: the code under test (for --coverage) and the longest input worth generating.
-names=(virtq blk net vsock agent-proto boot api)
+names=(virtq blk net vsock agent-proto boot api mmio snapshot)
 declare -A covered=(
   [virtq]="src/vmm/virtio/virtq.c src/vmm/memory.c"
   [blk]="src/vmm/virtio/blk.c src/vmm/block/image.c src/vmm/block/aio.c"
@@ -62,9 +62,11 @@ declare -A covered=(
   [agent-proto]="src/agent/proto.c"
   [boot]="src/vmm/boot/loader.c src/vmm/boot/elf.c src/vmm/boot/bzimage.c src/vmm/boot/boot.c"
   [api]="src/vmm/api.c src/api/http.c"
+  [mmio]="src/vmm/virtio/virtio_mmio.c"
+  [snapshot]="src/vmm/snapshot/format.c src/vmm/snapshot/shape.c src/vmm/snapshot/platform_state.c"
 )
 declare -A max_len=( [virtq]=24576 [blk]=8192 [net]=8192 [vsock]=8192 [agent-proto]=16384
-                     [boot]=16384 [api]=4096 )
+                     [boot]=16384 [api]=4096 [mmio]=4096 [snapshot]=8192 )
 if [ $# -gt 0 ]; then
   for n in "$@"; do
     [ -n "${covered[$n]:-}" ] || { echo "$0: unknown target '$n' (${names[*]})" >&2; exit 2; }

@@ -164,6 +164,17 @@ void pci_config_write(struct pci_bus *bus, unsigned slot, uint32_t off, const ui
 	pthread_rwlock_unlock(&bus->lock);
 }
 
+void pci_device_load_config(struct pci_bus *bus, struct pci_device *d,
+			    const uint8_t config[PCI_CONFIG_SIZE])
+{
+	pthread_rwlock_wrlock(&bus->lock);
+	memcpy(d->config, config, PCI_CONFIG_SIZE);
+	update_mappings(bus, d);
+	if (d->ops && d->ops->config_written)
+		d->ops->config_written(d, 0, PCI_CONFIG_SIZE);
+	pthread_rwlock_unlock(&bus->lock);
+}
+
 /* Ports 0xcf8 (address latch, dword) and 0xcfc-0xcff (data window). */
 static void conf1_read(void *opaque, uint64_t offset, uint8_t *data, uint32_t size)
 {

@@ -105,6 +105,13 @@ uint8_t pci_device_add_cap(struct pci_device *d, uint8_t id, const void *body, u
 /* Plugs the device into the next free slot and assigns its BARs (memory decode left off). */
 int pci_bus_add_device(struct pci_bus *bus, struct pci_device *d, struct cv_error *err);
 
+/*
+ * Snapshot restore: replaces the device's whole configuration space, re-evaluates where its
+ * BARs decode (bar_mapped) and tells it what changed (config_written over the whole space).
+ */
+void pci_device_load_config(struct pci_bus *bus, struct pci_device *d,
+			    const uint8_t config[PCI_CONFIG_SIZE]);
+
 /* Raw config access, as the conf1 ports perform it (exposed for tests). */
 void pci_config_read(struct pci_bus *bus, unsigned slot, uint32_t off, uint8_t *data, uint32_t len);
 void pci_config_write(struct pci_bus *bus, unsigned slot, uint32_t off, const uint8_t *data,

@@ -92,9 +92,11 @@ static void word_space(struct aml *a, uint8_t type, uint8_t type_flags, uint16_t
 /*
  * The DSDT: the _S5 sleep package our PM1a control register expects, and the PCI root bridge
  * (PNP0A03) with the windows it decodes. With ACPI on, Linux scans only the root bridges the
- * DSDT names: without this one it would never see the devices on bus 0.
+ * DSDT names: without this one it would never see the devices on bus 0. A VM whose devices are
+ * on virtio-mmio goes without: its guest (often booted with pci=off) then neither sets up a
+ * bridge it cannot reach nor spends boot time on it.
  */
-static void build_dsdt(struct aml *a)
+static void build_dsdt(struct aml *a, bool pci_root)
 {
 	aml_name(a, "_S5_");
 	aml_package(a, 4);
@@ -103,6 +105,8 @@ static void build_dsdt(struct aml *a)
 	aml_integer(a, 0);
 	aml_integer(a, 0);
 	aml_end(a);
+	if (!pci_root)
+		return;
 
 	aml_scope(a, "\\_SB_");
 	aml_device(a, "PCI0");
@@ -145,15 +149,21 @@ int acpi_build(const struct acpi_params *p, uint8_t *buf, size_t cap, size_t *le
 	uint8_t *facs = fadt ? alloc_table(&o, ACPI_FACS_SIZE, &facs_gpa, err) : NULL;
 	struct aml aml;
 	aml_init(&aml);
-	build_dsdt(&aml);
+	build_dsdt(&aml, !p->no_pci_root);
 	if (aml.failed || aml.depth) {
 		aml_free(&aml);
 		return cv_fail(err, CV_EXIT_SOFTWARE, "DSDT: AML construction failed");
 	}
 	uint32_t dsdt_len = ACPI_HEADER_SIZE + (uint32_t)aml.len;
 	uint8_t *dsdt = facs ? alloc_table(&o, dsdt_len, &dsdt_gpa, err) : NULL;
-	/* MADT: header, LAPIC address + flags, n local APICs, IOAPIC, SCI override, LAPIC NMI. */
-	uint32_t madt_len = ACPI_HEADER_SIZE + 8 + 8 * p->n_cpus + 12 + 10 + 6;
+	/*
+	 * MADT: header, LAPIC address + flags, n local APICs, IOAPIC, SCI override, overrides for
+	 * the other level-triggered ISA lines, LAPIC NMI.
+	 */
+	unsigned n_level = 0;
+	for (unsigned irq = 0; irq < 16; irq++)
+		n_level += irq != ACPI_SCI_IRQ && (p->level_irqs & (1u << irq));
+	uint32_t madt_len = ACPI_HEADER_SIZE + 8 + 8 * p->n_cpus + 12 + 10 + 10 * n_level + 6;
 	uint8_t *madt = dsdt ? alloc_table(&o, madt_len, &madt_gpa, err) : NULL;
 	if (!madt) {
 		aml_free(&aml);
@@ -220,6 +230,19 @@ int acpi_build(const struct acpi_params *p, uint8_t *buf, size_t cap, size_t *le
 	put_le32(e + 4, ACPI_SCI_IRQ);
 	put_le16(e + 8, 0x000d);                         /* active high, level triggered */
 	e += 10;
+	for (unsigned irq = 0; irq < 16; irq++) {
+		if (irq == ACPI_SCI_IRQ || !(p->level_irqs & (1u << irq)))
+			continue;
+		/* Same pin, level-triggered: with ISA's edge default, a line that another device
+		 * holds up would hide this device's interrupts. */
+		e[0] = 2;
+		e[1] = 10;
+		e[2] = 0;
+		e[3] = (uint8_t)irq;
+		put_le32(e + 4, irq);
+		put_le16(e + 8, 0x000d);
+		e += 10;
+	}
 	e[0] = 4;                                        /* local APIC NMI */
 	e[1] = 6;
 	e[2] = 0xff;                                     /* all processors */

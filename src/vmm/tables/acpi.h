@@ -1,8 +1,10 @@
 /*
  * ACPI tables for the guest: RSDP, XSDT, FADT with FACS (PM1a event/control blocks and a reset
- * register, so the guest can power off and reboot), DSDT (the _S5 sleep package) and MADT (one
- * local APIC per vCPU, the IOAPIC, the SCI override, LINT1 as NMI). Built into a buffer that the
- * VMM copies to LAYOUT_ACPI_TABLES; the RSDP comes first so its address is the buffer's address.
+ * register, so the guest can power off and reboot), DSDT (the _S5 sleep package and, unless the
+ * VM's virtio devices are on virtio-mmio, the PCI root bridge) and MADT (one local APIC per vCPU,
+ * the IOAPIC, the SCI override, overrides making the virtio-mmio lines level-triggered, LINT1 as
+ * NMI). Built into a buffer that the VMM copies to LAYOUT_ACPI_TABLES; the RSDP comes first so
+ * its address is the buffer's address.
  *
  * The FADT is deliberately not "hardware-reduced": on x86 that mode makes Linux drop the 8259 and
  * every ISA interrupt mapping, and the serial console (IRQ 4) and command-line virtio-mmio
@@ -11,6 +13,7 @@
 #ifndef CVISOR_VMM_TABLES_ACPI_H
 #define CVISOR_VMM_TABLES_ACPI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,6 +23,9 @@ struct acpi_params {
 	unsigned n_cpus;        /* local APIC IDs 0 .. n_cpus-1 */
 	uint8_t ioapic_id;
 	uint64_t base;          /* guest physical address the buffer will be copied to */
+	uint16_t level_irqs;    /* bit n: ISA IRQ n is level-triggered, active high (virtio-mmio);
+				   each gets an interrupt source override */
+	bool no_pci_root;       /* leave the PCI root bridge out of the DSDT (virtio-mmio VMs) */
 };
 
 /* Builds the tables into buf (cap bytes); *len receives the bytes used. */

@@ -77,7 +77,8 @@ int mptable_build(const struct mptable_params *p, uint8_t *buf, size_t cap, size
 	for (unsigned irq = 0; irq < MPTABLE_ISA_IRQS; irq++, e += ENTRY_SIZE) {
 		e[0] = MP_IOINTR;
 		e[1] = MP_INT;
-		put_le16(e + 2, 0);                      /* polarity/trigger conform to the bus */
+		/* Polarity/trigger conform to the bus (edge), except lines shared level-triggered. */
+		put_le16(e + 2, (p->level_irqs & (1u << irq)) ? 0x000d : 0);
 		e[4] = 0;                                /* source bus: ISA */
 		e[5] = (uint8_t)irq;
 		e[6] = p->ioapic_id;

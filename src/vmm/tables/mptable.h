@@ -17,6 +17,7 @@ struct mptable_params {
 	uint32_t cpu_signature;   /* CPUID.1:EAX */
 	uint32_t cpu_features;    /* CPUID.1:EDX */
 	uint64_t base;            /* guest physical address of the buffer */
+	uint16_t level_irqs;      /* bit n: ISA IRQ n is level-triggered, active high (virtio-mmio) */
 };
 
 #define MPTABLE_ISA_IRQS 16

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "bytes.h"
+#include "snapshot/format.h"
 #include "vm.h"
 
 #define BALLOON_PAGE 4096ULL
@@ -197,6 +198,45 @@ static void reset(struct virtio_dev *d)
 	memset(b->role, 0, sizeof(b->role));
 }
 
+/* The statistics buffer we hold is the last one popped; a restored device pops it again. */
+static unsigned held(struct virtio_dev *d, unsigned q)
+{
+	struct virtio_balloon *b = d->priv;
+	return b->role[q] == ROLE_STATS && b->stats_held ? 1 : 0;
+}
+
+/* Snapshot: sizes and the last statistics (the target may have been changed at run time). */
+static void save(struct virtio_dev *d, struct snap_buf *out)
+{
+	struct virtio_balloon *b = d->priv;
+	snap_put_u32(out, b->target_pages);
+	snap_put_u32(out, b->actual_pages);
+	snap_put_u64(out, b->inflated_pages);
+	snap_put_u64(out, b->reported_bytes);
+	snap_put_u64(out, b->stats.updates);
+	for (int i = 0; i < BALLOON_STAT_COUNT; i++) {
+		snap_put_u8(out, b->stats.valid[i]);
+		snap_put_u64(out, b->stats.value[i]);
+	}
+}
+
+static int load(struct virtio_dev *d, struct snap_cur *in, struct cv_error *err)
+{
+	struct virtio_balloon *b = d->priv;
+	b->target_pages = snap_get_u32(in);
+	b->actual_pages = snap_get_u32(in);
+	b->inflated_pages = snap_get_u64(in);
+	b->reported_bytes = snap_get_u64(in);
+	b->stats.updates = snap_get_u64(in);
+	for (int i = 0; i < BALLOON_STAT_COUNT; i++) {
+		b->stats.valid[i] = snap_get_u8(in) != 0;
+		b->stats.value[i] = snap_get_u64(in);
+	}
+	if (in->bad)
+		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: virtio-balloon: malformed state");
+	return 0;
+}
+
 static const struct virtio_dev_ops balloon_ops = {
 	.device_id = VIRTIO_ID_BALLOON,
 	.pci_class = 0x050000,   /* memory controller, as other VMMs use */
@@ -205,6 +245,9 @@ static const struct virtio_dev_ops balloon_ops = {
 	.activate = activate,
 	.reset = reset,
 	.queue_notify = queue_notify,
+	.held = held,
+	.save = save,
+	.load = load,
 };
 
 static void destroy(void *owner)

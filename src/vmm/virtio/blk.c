@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "bytes.h"
+#include "snapshot/format.h"
 #include "util.h"
 #include "vm.h"
 
@@ -547,6 +548,39 @@ static void blk_reset(struct virtio_dev *d)
 	b->need_notify = false;
 }
 
+/* Pause: requests in flight finish and complete as usual, so none is left for a snapshot. */
+static void blk_quiesce(struct virtio_dev *d)
+{
+	struct virtio_blk *b = d->priv;
+	if (!b->aio.ring_ready)
+		return;
+	blk_aio_drain(&b->aio, on_cqe, b);
+	finish_notify(b);
+}
+
+/* Snapshot: the disk's shape, checked against the image given at restore. */
+static void blk_save(struct virtio_dev *d, struct snap_buf *out)
+{
+	struct virtio_blk *b = d->priv;
+	snap_put_u64(out, b->img.sectors);
+	snap_put_u8(out, b->img.read_only);
+}
+
+static int blk_load(struct virtio_dev *d, struct snap_cur *in, struct cv_error *err)
+{
+	struct virtio_blk *b = d->priv;
+	uint64_t sectors = snap_get_u64(in);
+	bool ro = snap_get_u8(in) != 0;
+	if (in->bad)
+		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: %s: malformed state", b->name);
+	if (sectors != b->img.sectors || ro != b->img.read_only)
+		return cv_fail(err, CV_EXIT_USAGE, "snapshot: %s: the snapshot's disk has %llu sectors"
+			       "%s, '%s' has %llu%s", b->name, (unsigned long long)sectors,
+			       ro ? " (read-only)" : "", b->path, (unsigned long long)b->img.sectors,
+			       b->img.read_only ? " (read-only)" : "");
+	return 0;
+}
+
 static void blk_config(const struct virtio_blk *b, uint8_t c[VIRTIO_BLK_CFG_SIZE])
 {
 	memset(c, 0, VIRTIO_BLK_CFG_SIZE);
@@ -580,6 +614,9 @@ static const struct virtio_dev_ops blk_ops = {
 	.config_read = blk_config_read,
 	.reset = blk_reset,
 	.queue_notify = blk_queue_notify,
+	.quiesce = blk_quiesce,
+	.save = blk_save,
+	.load = blk_load,
 };
 
 static void print_stats(const struct virtio_blk *b)

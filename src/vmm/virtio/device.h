@@ -40,6 +40,8 @@
 #define VIRTIO_STATUS_FAILED 0x80
 
 struct virtio_dev;
+struct snap_buf;
+struct snap_cur;
 
 struct virtio_dev_ops {
 	uint32_t device_id;
@@ -53,6 +55,18 @@ struct virtio_dev_ops {
 	void (*reset)(struct virtio_dev *d);
 	/* The driver made buffers available on queue q (I/O thread). */
 	void (*queue_notify)(struct virtio_dev *d, unsigned q);
+	/*
+	 * Pause and snapshots (src/vmm/snapshot/; all optional, lock held, VM paused).
+	 * quiesce: finish work in flight that touches guest memory. held: how many chains of
+	 * queue q the device popped and keeps unanswered; they are the last ones popped, and are
+	 * saved as still available so a restored device pops them again. save: append the
+	 * device's own state. load: after the core state is back and the device re-activated,
+	 * apply what save wrote; -1 with err if it does not fit this device.
+	 */
+	void (*quiesce)(struct virtio_dev *d);
+	unsigned (*held)(struct virtio_dev *d, unsigned q);
+	void (*save)(struct virtio_dev *d, struct snap_buf *out);
+	int (*load)(struct virtio_dev *d, struct snap_cur *in, struct cv_error *err);
 };
 
 struct virtio_transport_ops {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "bytes.h"
+#include "snapshot/format.h"
 #include "util.h"
 #include "vm.h"
 
@@ -707,6 +708,68 @@ static void net_queue_notify(struct virtio_dev *d, unsigned q)
 		ctrl_process(n);
 }
 
+/*
+ * Snapshots. Receive chains held ahead are the last ones popped: saved as still available,
+ * they are popped again by the restored device (a frame parked in the bounce buffer is lost,
+ * as a NIC may drop one). The state is what the driver set: its MAC and receive filter.
+ */
+static unsigned net_held(struct virtio_dev *d, unsigned q)
+{
+	struct virtio_net *n = d->priv;
+	return q == NET_RXQ ? n->rx_count : 0;
+}
+
+static void net_save(struct virtio_dev *d, struct snap_buf *out)
+{
+	struct virtio_net *n = d->priv;
+	const struct rxfilter *f = &n->filter;
+	snap_put_bytes(out, n->cur_mac, 6);
+	snap_put_u8(out, f->promisc);
+	snap_put_u8(out, f->allmulti);
+	snap_put_u8(out, f->uni_overflow);
+	snap_put_u8(out, f->multi_overflow);
+	snap_put_u32(out, f->n_uni);
+	snap_put_bytes(out, f->uni, (size_t)f->n_uni * 6);
+	snap_put_u32(out, f->n_multi);
+	snap_put_bytes(out, f->multi, (size_t)f->n_multi * 6);
+}
+
+static int net_load(struct virtio_dev *d, struct snap_cur *in, struct cv_error *err)
+{
+	struct virtio_net *n = d->priv;
+	struct rxfilter *f = &n->filter;
+	uint8_t mac[6];
+	snap_get_bytes(in, mac, 6);
+	f->promisc = snap_get_u8(in) != 0;
+	f->allmulti = snap_get_u8(in) != 0;
+	f->uni_overflow = snap_get_u8(in) != 0;
+	f->multi_overflow = snap_get_u8(in) != 0;
+	uint32_t nu = snap_get_u32(in);
+	if (nu > RXFILTER_MAX_MACS)
+		in->bad = true;
+	else
+		snap_get_bytes(in, f->uni, (size_t)nu * 6);
+	uint32_t nm = snap_get_u32(in);
+	if (nm > RXFILTER_MAX_MACS)
+		in->bad = true;
+	else
+		snap_get_bytes(in, f->multi, (size_t)nm * 6);
+	if (in->bad) {
+		rxfilter_reset(f, n->cur_mac);
+		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: %s: malformed state", n->name);
+	}
+	f->n_uni = nu;
+	f->n_multi = nm;
+	memcpy(n->cur_mac, mac, 6);
+	memcpy(f->mac, mac, 6);
+	/* Ask for receive kicks: the chains to pop again raise none. */
+	if (n->active && d->vq[NET_RXQ].started) {
+		virtq_set_notification(&d->vq[NET_RXQ], true);
+		n->rx_kicks = true;
+	}
+	return 0;
+}
+
 static const struct virtio_dev_ops net_ops = {
 	.device_id = VIRTIO_ID_NET,
 	.pci_class = 0x020000,   /* Ethernet controller */
@@ -714,6 +777,9 @@ static const struct virtio_dev_ops net_ops = {
 	.activate = net_activate,
 	.reset = net_reset,
 	.queue_notify = net_queue_notify,
+	.held = net_held,
+	.save = net_save,
+	.load = net_load,
 };
 
 /* I/O thread: the TAP is readable, writable again, or broken. */

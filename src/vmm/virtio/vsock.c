@@ -7,10 +7,12 @@
  */
 #include "vsock.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bytes.h"
+#include "snapshot/format.h"
 #include "vm.h"
 
 /* Takes tx packets; returns true if it stopped because the mux cannot take more yet. */
@@ -125,6 +127,47 @@ static void vsock_reset(struct virtio_dev *d)
 	vsock_mux_reset(&v->mux);
 }
 
+/* Snapshot: the CID the guest knew (a restored VM may get another one). */
+static void vsock_save(struct virtio_dev *d, struct snap_buf *out)
+{
+	struct virtio_vsock *v = d->priv;
+	snap_put_u64(out, v->guest_cid);
+}
+
+/*
+ * Restore: the host sockets of the snapshotted VM are gone, so every guest connection is. The
+ * guest learns it from a TRANSPORT_RESET event (5.10.6.7): it resets its connected sockets and
+ * re-reads its CID, which may have changed. Listening sockets survive, so new connections work.
+ */
+static int vsock_load(struct virtio_dev *d, struct snap_cur *in, struct cv_error *err)
+{
+	(void)snap_get_u64(in);
+	if (in->bad)
+		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: virtio-vsock: malformed state");
+	struct virtio_vsock *v = d->priv;
+	struct virtq *vq = &d->vq[VSOCK_EVQ];
+	if (!virtio_dev_running(d) || !vq->started)
+		return 0;
+	int r = virtq_pop(vq, &v->rx_elem);
+	if (r < 0) {
+		virtio_dev_fail(d, vq->error);
+		return 0;
+	}
+	if (r == 0 || v->rx_elem.in_len < 4) {
+		if (r == 1)
+			virtq_push(vq, &v->rx_elem, 0);
+		fprintf(stderr, "cvisor-vmm: virtio-vsock: no event buffer to tell the guest its "
+			"connections were reset\n");
+		return 0;
+	}
+	uint8_t ev[4];
+	put_le32(ev, VSOCK_EVENT_TRANSPORT_RESET);
+	iov_from_buf(&v->rx_elem.iov[v->rx_elem.n_out], v->rx_elem.n_in, 0, ev, sizeof(ev));
+	virtq_push(vq, &v->rx_elem, sizeof(ev));
+	virtio_dev_notify_used(d, VSOCK_EVQ);
+	return 0;
+}
+
 static const struct virtio_dev_ops vsock_ops = {
 	.device_id = VIRTIO_ID_VSOCK,
 	.pci_class = 0x078000,   /* communication controller, other */
@@ -133,6 +176,8 @@ static const struct virtio_dev_ops vsock_ops = {
 	.activate = vsock_activate,
 	.reset = vsock_reset,
 	.queue_notify = vsock_notify,
+	.save = vsock_save,
+	.load = vsock_load,
 };
 
 struct virtio_vsock *virtio_vsock_create(const struct vsock_config *cfg,

@@ -17,6 +17,7 @@
 #define VSOCK_RXQ 0
 #define VSOCK_TXQ 1
 #define VSOCK_EVQ 2
+#define VSOCK_EVENT_TRANSPORT_RESET 0     /* event queue: the only event id (5.10.6.7) */
 
 struct virtio_vsock {
 	struct virtio_dev dev;

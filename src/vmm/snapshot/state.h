@@ -1,0 +1,74 @@
+/*
+ * Capture and restore of each part of a paused VM, one file per concept, each writing and
+ * reading one section payload of the state file (format.h):
+ *   vcpu_state.c      one vCPU's architectural state (SNAP_SEC_VCPU)
+ *   vm_state.c        in-kernel PIC/IOAPIC, PIT and KVM clock (SNAP_SEC_VM)
+ *   platform_state.c  UART and ACPI PM registers (SNAP_SEC_PLATFORM), PCI config space
+ *   virtio_state.c    virtio core, virtio-pci transport and the device's own state
+ *   shape.c           machine shape and compatibility checks (SNAP_SEC_SHAPE)
+ *   memfile.c         the guest memory file
+ * Savers append to a snap_buf and report failures through err; loaders read a snap_cur,
+ * reject anything malformed or not matching this VM with a one-line error, and never read
+ * beyond the payload.
+ */
+#ifndef CVISOR_VMM_SNAPSHOT_STATE_H
+#define CVISOR_VMM_SNAPSHOT_STATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "error.h"
+#include "snapshot/format.h"
+
+struct vm;
+struct vcpu;
+struct vm_virtio;
+struct pci_device;
+struct pci_bus;
+
+int vcpu_state_save(struct vcpu *v, struct snap_buf *out, struct cv_error *err);
+int vcpu_state_load(struct vcpu *v, struct snap_cur *in, struct cv_error *err);
+
+/* The clock is separate: it is set last, after every vCPU's TSC. */
+int vm_state_save(struct vm *vm, struct snap_buf *out, struct cv_error *err);
+int vm_state_load(struct vm *vm, struct snap_cur *in, struct cv_error *err);
+int vm_clock_load(struct vm *vm, struct snap_cur *in, struct cv_error *err);
+
+void platform_state_save(struct vm *vm, struct snap_buf *out);
+int platform_state_load(struct vm *vm, struct snap_cur *in, struct cv_error *err);
+void pci_state_save(struct pci_device *d, struct snap_buf *out);
+int pci_state_load(struct pci_bus *bus, struct pci_device *d, struct snap_cur *in,
+		   struct cv_error *err);
+
+void virtio_state_save(struct vm_virtio *v, struct snap_buf *out);
+int virtio_state_load(struct vm_virtio *v, struct snap_cur *in, struct cv_error *err);
+
+/* What the state file says about the machine it came from. */
+#define SNAP_SHAPE_MAX_DEVICES 64
+struct snap_shape {
+	char version[32];            /* cvisor version that wrote it */
+	uint32_t n_vcpus;
+	uint64_t memory_bytes;
+	uint64_t memory_file_size;
+	uint32_t snapshot_type;      /* 0 full */
+	uint32_t transport;          /* enum virtio_transport: PCI or MMIO */
+	uint32_t n_devices;
+	struct {
+		uint32_t device_id;
+		uint32_t num_queues;
+		char name[32];
+	} dev[SNAP_SHAPE_MAX_DEVICES];
+};
+
+void shape_save(struct vm *vm, struct snap_buf *out);
+int shape_decode(struct snap_cur *in, struct snap_shape *out, struct cv_error *err);
+/* One-line error naming the first difference between the snapshot's machine and vm. */
+int shape_check(const struct snap_shape *s, struct vm *vm, struct cv_error *err);
+
+/* Writes guest RAM to path (sparse: pages of zeroes become holes). */
+int memfile_write(struct vm *vm, const char *path, struct cv_error *err);
+/* Replaces guest RAM with a private (copy-on-write, lazily faulted) mapping of path. */
+int memfile_map(struct vm *vm, const char *path, struct cv_error *err);
+
+#endif

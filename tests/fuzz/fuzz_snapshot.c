@@ -1,0 +1,154 @@
+/*
+ * libFuzzer target for the snapshot state file reader (src/vmm/snapshot/format.c) and the
+ * decoders that need no KVM: the machine shape (shape.c) and the platform devices
+ * (platform_state.c, into a stand-in VM holding a UART and the ACPI PM registers).
+ *
+ * Input: u8 flags | state file bytes. Flag 1 repairs every checksum the file's structure lets
+ * one find before parsing, so mutations reach the decoders instead of dying at the CRC check.
+ *
+ * These invariants abort on violation:
+ *   - a file that parses re-encodes, section by section with the writer, to exactly its bytes
+ *     (so the parser accepted nothing the format does not describe), starts with SHAPE and
+ *     every section lies inside the input;
+ *   - a refusal is CV_EXIT_DATAERR (or out of memory) with a one-line message;
+ *   - decoders either accept or refuse; accepted values respect their limits (devices, FIFO);
+ *   - no memory error or leak (ASan, libFuzzer's leak check).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bytes.h"
+#include "snapshot/format.h"
+#include "snapshot/state.h"
+#include "vm.h"
+
+#define CHECK(c) do { if (!(c)) fail(__LINE__, #c); } while (0)
+#define FIX_CRC 0x01
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static _Noreturn void fail(int line, const char *what)
+{
+	fprintf(stderr, "fuzz_snapshot.c:%d: invariant broken: %s\n", line, what);
+	abort();
+}
+
+static struct vm *V;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc;
+	(void)argv;
+	V = calloc(1, sizeof(*V));
+	struct uart_hooks hooks = { 0 };
+	uart_init(&V->uart, &hooks);
+	struct power_hook power = { 0 };
+	acpi_pm_init(&V->acpi_pm, &power);
+	return 0;
+}
+
+/* Recomputes header and payload CRCs wherever a section header is complete. */
+static void fix_crcs(uint8_t *b, size_t len)
+{
+	size_t off = SNAP_PREAMBLE_SIZE;
+	while (len >= off && len - off >= SNAP_SECTION_HDR_SIZE) {
+		uint8_t *h = b + off;
+		uint64_t plen = get_le64(h + 8);
+		off += SNAP_SECTION_HDR_SIZE;
+		if (plen <= len - off)
+			put_le32(h + 16, snap_crc32(0, b + off, (size_t)plen));
+		put_le32(h + 20, snap_crc32(0, h, 20));
+		if (plen > len - off)
+			break;
+		off += (size_t)plen;
+	}
+}
+
+static void check_error(const struct cv_error *err)
+{
+	CHECK(err->code == CV_EXIT_DATAERR || err->code == CV_EXIT_OSERR);
+	CHECK(err->msg[0] != 0);
+	CHECK(strchr(err->msg, '\n') == NULL);
+}
+
+/* Reads fields of every kind until the cursor runs out: must stop cleanly. */
+static void walk(const struct snap_section *s)
+{
+	struct snap_cur c;
+	snap_cur_init(&c, s->data, s->len);
+	char str[16];
+	for (unsigned i = 0; !c.bad && i < 64; i++) {
+		size_t n;
+		switch (i % 5) {
+		case 0: (void)snap_get_u64(&c); break;
+		case 1: (void)snap_get_blob(&c, &n); CHECK(n <= s->len); break;
+		case 2: snap_get_str(&c, str, sizeof(str)); CHECK(strlen(str) < sizeof(str)); break;
+		case 3: (void)snap_get_u16(&c); break;
+		default: (void)snap_get_u8(&c); break;
+		}
+		CHECK(c.off <= c.len);
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 1)
+		return 0;
+	uint8_t flags = data[0];
+	size_t len = size - 1;
+	/* An exact-size copy: ASan catches any read past the end. */
+	uint8_t *b = malloc(len ? len : 1);
+	memcpy(b, data + 1, len);
+	if (flags & FIX_CRC)
+		fix_crcs(b, len);
+
+	struct snap_file f;
+	struct cv_error err = { 0 };
+	if (snap_file_parse(b, len, &f, &err) < 0) {
+		check_error(&err);
+		CHECK(f.sec == NULL && f.n == 0);
+		free(b);
+		return 0;
+	}
+	CHECK(f.n >= 1 && f.sec[0].type == SNAP_SEC_SHAPE);
+
+	/* Re-encode: must give back the input byte for byte. */
+	struct snap_buf out = { 0 };
+	snap_begin(&out);
+	for (unsigned i = 0; i < f.n; i++) {
+		const struct snap_section *s = &f.sec[i];
+		CHECK(s->data >= b && s->len <= len && (size_t)(s->data - b) <= len - s->len);
+		CHECK(s->type != SNAP_SEC_END);
+		snap_add_section(&out, s->type, s->instance, s->data, s->len);
+	}
+	snap_finish(&out);
+	CHECK(!out.oom && out.len == len && memcmp(out.b, b, len) == 0);
+	snap_buf_free(&out);
+
+	struct snap_cur c;
+	snap_cur_init(&c, f.sec[0].data, f.sec[0].len);
+	struct snap_shape shape;
+	memset(&err, 0, sizeof(err));
+	if (shape_decode(&c, &shape, &err) == 0) {
+		CHECK(shape.n_devices <= SNAP_SHAPE_MAX_DEVICES);
+		CHECK(shape.snapshot_type == 0 && shape.memory_file_size == shape.memory_bytes);
+	} else {
+		check_error(&err);
+	}
+	const struct snap_section *p = snap_file_find(&f, SNAP_SEC_PLATFORM, 0);
+	if (p) {
+		snap_cur_init(&c, p->data, p->len);
+		memset(&err, 0, sizeof(err));
+		if (platform_state_load(V, &c, &err) == 0)
+			CHECK(V->uart.rx_count <= UART_RX_FIFO_SIZE && V->uart.rx_head == 0);
+		else
+			check_error(&err);
+	}
+	for (unsigned i = 0; i < f.n; i++)
+		walk(&f.sec[i]);
+	snap_file_free(&f);
+	free(b);
+	return 0;
+}

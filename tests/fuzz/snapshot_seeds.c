@@ -1,0 +1,135 @@
+/*
+ * Writes the seed corpus of the snapshot state file fuzz target (fuzz_snapshot.c): a valid
+ * file shaped like what cvisor-vmm writes (shape with devices, VM, platform with a UART FIFO,
+ * PCI, virtio and vCPU sections, END), the same with its checksums left to the harness to fix,
+ * and damaged variants (truncated, wrong version, data after END, no shape).
+ * Usage: fuzz-snapshot-seeds DIR
+ */
+#include <stdbool.h>
+
+#include "seed_writer.h"
+
+#define FIX_CRC 0x01
+
+/* CRC-32 (IEEE), as the format uses; written out here so the generator stands alone. */
+static uint32_t crc32(const uint8_t *p, size_t n)
+{
+	uint32_t c = 0xffffffffu;
+	for (size_t i = 0; i < n; i++) {
+		c ^= p[i];
+		for (int k = 0; k < 8; k++)
+			c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+	}
+	return ~c;
+}
+
+static void section(struct seed *s, uint32_t type, uint32_t inst, const struct seed *payload)
+{
+	struct seed h = { 0 };
+	seed_u32(&h, type);
+	seed_u32(&h, inst);
+	seed_u64(&h, payload->len);
+	seed_u32(&h, crc32(payload->b, payload->len));
+	seed_u32(&h, crc32(h.b, 20));
+	seed_bytes(s, h.b, h.len);
+	seed_bytes(s, payload->b, payload->len);
+	free(h.b);
+}
+
+static void str(struct seed *s, const char *v)
+{
+	seed_u32(s, (uint32_t)strlen(v));
+	seed_str(s, v);
+}
+
+/* A whole file after the flags byte; `version` and `extra` make broken variants. */
+static void file(struct seed *s, uint32_t version, bool shape_first, bool extra)
+{
+	seed_str(s, "CVISORSS");
+	seed_u32(s, version);
+	seed_u32(s, 0);
+	struct seed p = { 0 };
+	str(&p, "0.1.0");
+	seed_u32(&p, 1);
+	seed_u64(&p, 256ULL << 20);
+	seed_u64(&p, 256ULL << 20);
+	seed_u32(&p, 0);
+	seed_u32(&p, 1);
+	seed_u32(&p, 2);
+	seed_u32(&p, 2);
+	seed_u32(&p, 1);
+	str(&p, "virtio-blk0");
+	seed_u32(&p, 4);
+	seed_u32(&p, 1);
+	str(&p, "virtio-rng");
+	if (shape_first)
+		section(s, 1, 0, &p);
+	seed_reset(&p);
+	uint8_t blob[64] = { 0 };
+	for (int i = 0; i < 5; i++) {   /* VM: irqchips, PIT, clock (short stand-ins) */
+		seed_u32(&p, sizeof(blob));
+		seed_bytes(&p, blob, sizeof(blob));
+	}
+	section(s, 2, 0, &p);
+	seed_reset(&p);
+	uint8_t uart[11] = { 0x01, 0x03, 0x0b, 0x60, 0xb0, 0, 1, 0, 0xc1, 0, 0 };
+	seed_bytes(&p, uart, sizeof(uart));
+	seed_u32(&p, 3);
+	seed_str(&p, "abc");
+	seed_u16(&p, 0);
+	seed_u16(&p, 1);
+	section(s, 4, 0, &p);
+	seed_reset(&p);
+	uint8_t cfg[256] = { 0xf4, 0x1a, 0x42, 0x10 };
+	seed_u32(&p, sizeof(cfg));
+	seed_bytes(&p, cfg, sizeof(cfg));
+	section(s, 5, 1, &p);
+	seed_reset(&p);
+	seed_u32(&p, 2);
+	seed_u32(&p, 1);
+	seed_u64(&p, 1ULL << 32);
+	seed_u64(&p, 1ULL << 32);
+	seed_u8(&p, 0x0f);
+	section(s, 6, 0, &p);
+	seed_reset(&p);
+	seed_u32(&p, 2900000);
+	seed_u32(&p, 0);
+	section(s, 3, 0, &p);
+	if (!shape_first) {
+		seed_reset(&p);
+		str(&p, "0.1.0");
+		section(s, 1, 0, &p);
+	}
+	seed_reset(&p);
+	section(s, 0x454e4421, 0, &p);
+	if (extra)
+		section(s, 2, 0, &p);
+	free(p.b);
+}
+
+static int one(const char *dir, const char *name, uint8_t flags, uint32_t version,
+	       bool shape_first, bool extra, size_t cut)
+{
+	struct seed s = { 0 };
+	seed_u8(&s, flags);
+	file(&s, version, shape_first, extra);
+	if (cut && cut < s.len)
+		s.len = cut;
+	int rc = seed_save(dir, name, &s);
+	free(s.b);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	const char *dir = seed_dir(argc, argv);
+	int rc = 0;
+	rc |= one(dir, "valid", 0, 1, true, false, 0);
+	rc |= one(dir, "valid-fixcrc", FIX_CRC, 1, true, false, 0);
+	rc |= one(dir, "truncated", 0, 1, true, false, 200);
+	rc |= one(dir, "truncated-fixcrc", FIX_CRC, 1, true, false, 333);
+	rc |= one(dir, "version2", 0, 2, true, false, 0);
+	rc |= one(dir, "after-end", 0, 1, true, true, 0);
+	rc |= one(dir, "no-shape", FIX_CRC, 1, false, false, 0);
+	return rc ? 1 : 0;
+}

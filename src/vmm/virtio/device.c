@@ -105,9 +105,12 @@ void virtio_dev_write_status(struct virtio_dev *d, uint8_t status)
 		if (!ok)
 			status &= (uint8_t)~VIRTIO_STATUS_FEATURES_OK;
 	}
-	/* NEEDS_RESET is ours to set; the driver cannot clear it except by resetting. */
-	d->status = (uint8_t)((status & ~VIRTIO_STATUS_NEEDS_RESET) |
-			      (old & VIRTIO_STATUS_NEEDS_RESET));
+	/*
+	 * The driver sets status bits one by one and clears them only by a reset (virtio 1.2,
+	 * 2.1.2). A write that drops bits is ignored for those bits: otherwise a driver could
+	 * take DRIVER_OK back and then disable queues that are running. NEEDS_RESET is ours.
+	 */
+	d->status = (uint8_t)(old | (status & ~VIRTIO_STATUS_NEEDS_RESET));
 	if ((status & VIRTIO_STATUS_DRIVER_OK) && !(old & VIRTIO_STATUS_DRIVER_OK) &&
 	    (status & VIRTIO_STATUS_FEATURES_OK))
 		activate(d);

@@ -63,8 +63,11 @@ char *slurp_work(const char *name, size_t max, size_t *len)
 /*
  * Common head of every host script: sbin on PATH, the scratch directory S in the VMM host's own
  * /dev/shm (Unix sockets and hole-punching tmpfs images live there), removed on exit by
- * `cleanup`, which a script may redefine to undo more (a TAP, background jobs). `vm` bounds
- * every guest run. The suite's own functions follow.
+ * `cleanup`, which a script may redefine to undo more (background jobs). `vm` bounds every
+ * guest run. `tap PREFIX NET` makes a TAP T with its own /24 in NET (from the shell's PID, so
+ * concurrent runs differ; H is the host's address, G the guest's), removed on exit.
+ * `tcp_peer PORT_IN PORT_OUT NBYTES` starts the peer's TCP side on H in the background (its PID
+ * in $peer) and returns once it listens. The suite's own functions follow.
  */
 struct sys_result host_script(const char *name, const char *body)
 {
@@ -82,6 +85,17 @@ struct sys_result host_script(const char *name, const char *body)
 			 "cleanup() { rm -rf \"$S\"; }\n"
 			 "trap cleanup EXIT\n"
 			 "vm() { timeout -k 5 %u \"$@\"; }\n"
+			 "tap() {\n"
+			 "  T=$1$$; n=$(($$ %% 250 + 1)); H=$2.$n.1; G=$2.$n.2\n"
+			 "  cleanup() { ip link del \"$T\" 2>/dev/null; rm -rf \"$S\"; }\n"
+			 "  ip tuntap add dev \"$T\" mode tap && ip addr add \"$H/24\" dev \"$T\" && "
+			 "ip link set \"$T\" up || { echo TAP-FAILED; exit 1; }\n"
+			 "}\n"
+			 "tcp_peer() {\n"
+			 "  /usr/bin/python3 \"$PEER\" tcp \"$H\" \"$1\" \"$2\" \"$3\" \"$S\" &\n"
+			 "  peer=$!\n"
+			 "  i=0; while [ ! -e \"$S/ready\" ] && [ $i -lt 600 ]; do i=$((i + 1)); sleep 0.1; done\n"
+			 "}\n"
 			 "%s%s%s",
 			 s->tag, s->shared ? "chmod 755 \"$S\"\n" : "", s->vm_seconds, peer, extra,
 			 body);

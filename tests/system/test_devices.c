@@ -259,16 +259,6 @@ Test(devices, blk_write_zeroes_from_ext4_lazy_init)
 /* ------------------------------------------------------------------------------------------ */
 /* virtio-net */
 
-/*
- * A TAP in the VMM's host with its own /24 (from the shell's PID, so concurrent runs differ);
- * H is the host's address, G the guest's, T the TAP. Removed when the script exits.
- */
-static const char tap_setup[] =
-	"T=cvdt$$; n=$(($$ % 250 + 1)); H=10.213.$n.1; G=10.213.$n.2\n"
-	"cleanup() { ip link del \"$T\" 2>/dev/null; rm -rf \"$S\"; }\n"
-	"ip tuntap add dev \"$T\" mode tap && ip addr add \"$H/24\" dev \"$T\" && "
-	"ip link set \"$T\" up || { echo \"TAP-FAILED\"; exit 1; }\n";
-
 Test(devices, net_tap_mac_ping_and_64mib_each_way)
 {
 	put("net-guest.sh",
@@ -280,11 +270,9 @@ Test(devices, net_tap_mac_ping_and_64mib_each_way)
 	    "nc \"$H\" 7001 < /tmp/d; echo \"NC-SEND $?\"\n"
 	    "rm /tmp/d\n"
 	    "echo \"RECEIVED $(nc \"$H\" 7002 | sha256sum | cut -d' ' -f1)\"\n", 0644);
-	char body[4096];
-	snprintf(body, sizeof(body), "%s%s", tap_setup,
-		"/usr/bin/python3 \"$PEER\" tcp \"$H\" 7001 7002 67108864 \"$S\" &\n"
-		"peer=$!\n"
-		"i=0; while [ ! -e \"$S/ready\" ] && [ $i -lt 300 ]; do i=$((i + 1)); sleep 0.1; done\n"
+	struct sys_result r = host_script("net.sh",
+		"tap cvdt 10.213\n"
+		"tcp_peer 7001 7002 67108864\n"
 		"vm \"$B/cvisor\" run --memory 512 --net \"tap=$T,mac=52:54:00:5e:a1:07\" -e \"H=$H\" "
 		"-e \"G=$G\" -- sh -c \"$(cat \"$W/net-guest.sh\")\"\n"
 		"run=$?; echo \"RUN $run\"\n"
@@ -293,7 +281,6 @@ Test(devices, net_tap_mac_ping_and_64mib_each_way)
 		"echo \"NEIGH $(cat \"$S/neigh\")\"\n"
 		"echo \"HOST-IN $(cat \"$S/in\")\"\n"
 		"echo \"HOST-OUT $(cat \"$S/out\")\"\n");
-	struct sys_result r = host_script("net.sh", body);
 	expect_num(&r, "RUN", "==", 0, "the guest run");
 	char sent[80], received[80], want[128];
 	expect(&r, "MAC", "52:54:00:5e:a1:07", "the guest's eth0 has the MAC given");
@@ -508,14 +495,14 @@ Test(devices, cloud_kernel_sees_disk_nic_and_rng, .timeout = 600)
 	    "ping -c 2 \"$H\" > /dev/null; echo \"PING $?\"\n", 0644);
 	char body[4096];
 	snprintf(body, sizeof(body),
-		 "%s"
+		 "tap cvdt 10.213\n"
 		 "C='%s'\n"
 		 "vm \"$B/cvisor\" run --memory 512 --kernel \"$C/vmlinuz\" "
 		 "--initrd \"$B/initramfs.cpio\" --initrd \"$C/modules.cpio\" "
 		 "--disk \"$W/cloud.img,serial=cloud-disk-0\" "
 		 "--net \"tap=$T,mac=52:54:00:c1:0d:01\" -e \"H=$H\" -e \"G=$G\" "
 		 "-- sh -c \"$(cat \"$W/cloud-guest.sh\")\"\n"
-		 "echo \"RUN $?\"\n", tap_setup, dir);
+		 "echo \"RUN $?\"\n", dir);
 	struct sys_result r = host_script("cloud.sh", body);
 	expect_num(&r, "RUN", "==", 0, "the guest run");
 	expect(&r, "UNAME", release, "the stock kernel runs");

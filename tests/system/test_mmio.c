@@ -27,13 +27,6 @@ const struct script_suite script_suite = {
 
 TestSuite(mmio, .fini = remove_work, .timeout = 300);
 
-/* A TAP with its own /24 (H host, G guest), removed on exit. */
-static const char tap_setup[] =
-	"T=cvmm$$; n=$(($$ % 250 + 1)); H=10.214.$n.1; G=10.214.$n.2\n"
-	"cleanup() { ip link del \"$T\" 2>/dev/null; rm -rf \"$S\"; }\n"
-	"ip tuntap add dev \"$T\" mode tap && ip addr add \"$H/24\" dev \"$T\" && "
-	"ip link set \"$T\" up || { echo \"TAP-FAILED\"; exit 1; }\n";
-
 /* SHA-256 of LEN bytes at OFF of WORK/NAME, computed on this host. */
 static void host_sum(const char *name, unsigned off_mib, unsigned len_mib, char out[80])
 {
@@ -81,13 +74,12 @@ Test(mmio, pci_off_guest_finds_every_device_and_moves_data)
 	    "echo \"MAC $(cat /sys/class/net/eth0/address)\"\n"
 	    "ping -c 3 \"$H\" > /dev/null; echo \"PING $?\"\n"
 	    "echo \"UNAME $(uname -s)\"\n", 0644);
-	char body[2048];
-	snprintf(body, sizeof(body), "%s%s", tap_setup,
+	struct sys_result r = host_script("all.sh",
+		 "tap cvmm 10.214\n"
 		 "vm \"$B/cvisor\" run --cmdline-extra pci=off --disk \"$W/disk.img\" "
 		 "--net \"tap=$T,mac=52:54:00:3d:00:01\" --balloon -e \"H=$H\" -e \"G=$G\" "
 		 "-- sh -c \"$(cat \"$W/guest.sh\")\"\n"
 		 "echo \"RUN $?\"\n");
-	struct sys_result r = host_script("all.sh", body);
 	expect_num(&r, "RUN", "==", 0, "cvisor run: the agent answered over virtio-vsock on mmio");
 	expect(&r, "UNAME", "Linux", "the command ran in the guest");
 	/* net 1, block 2, rng 4, balloon 5, vsock 19 */
@@ -147,11 +139,9 @@ Test(mmio, shared_line_carries_disk_and_network_at_once, .timeout = 400)
 	    "wait $send; echo \"NC-SEND $?\"\n"
 	    "echo \"IRQ6-COUNT $(( $(awk '$1 == \"6:\" {print $2}' /proc/interrupts) - before ))\"\n",
 	    0644);
-	char body[4096];
-	snprintf(body, sizeof(body), "%s%s", tap_setup,
-		 "/usr/bin/python3 \"$PEER\" tcp \"$H\" 7001 7002 16777216 \"$S\" &\n"
-		 "peer=$!\n"
-		 "i=0; while [ ! -e \"$S/ready\" ] && [ $i -lt 300 ]; do i=$((i + 1)); sleep 0.1; done\n"
+	struct sys_result r = host_script("shared.sh",
+		 "tap cvmm 10.214\n"
+		 "tcp_peer 7001 7002 16777216\n"
 		 "d=\"--disk $W/vda.img\"\n"
 		 "for i in 1 2 3 4 5 6; do d=\"$d --disk $W/small$i.img\"; done\n"
 		 "vm \"$B/cvisor\" run --memory 256 --cmdline-extra pci=off $d "
@@ -161,7 +151,6 @@ Test(mmio, shared_line_carries_disk_and_network_at_once, .timeout = 400)
 		 "wait $peer; echo \"PEER $?\"\n"
 		 "echo \"HOST-IN $(cat \"$S/in\")\"\n"
 		 "echo \"HOST-OUT $(cat \"$S/out\")\"\n");
-	struct sys_result r = host_script("shared.sh", body);
 	expect_num(&r, "RUN", "==", 0, "the guest run");
 	expect_num(&r, "ON-MMIO", "==", 11, "eleven devices");
 	expect_num(&r, "LEVEL-LINES", "==", 7, "seven lines, all level-triggered");

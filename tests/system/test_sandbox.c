@@ -109,14 +109,9 @@ Test(sandbox, every_device_works_under_the_default_filter)
 	    "echo \"RECEIVED $(nc \"$H\" 7002 | sha256sum | cut -d' ' -f1)\"\n"
 	    "echo \"HWRNG $(head -c 65536 /dev/hwrng | wc -c)\"\n", 0644);
 	struct sys_result r = host_script("all.sh",
-		"T=cvsb$$; n=$(($$ % 250 + 1)); H=10.215.$n.1; G=10.215.$n.2\n"
-		"cleanup() { ip link del \"$T\" 2>/dev/null; rm -rf \"$S\"; }\n"
-		"ip tuntap add dev \"$T\" mode tap && ip addr add \"$H/24\" dev \"$T\" && "
-		"ip link set \"$T\" up || { echo TAP-FAILED; exit 1; }\n"
+		"tap cvsb 10.215\n"
 		"truncate -s 64M \"$S/disk.img\" && mkfs.ext4 -q -F \"$S/disk.img\" || exit 1\n"
-		"/usr/bin/python3 \"$PEER\" tcp \"$H\" 7001 7002 8388608 \"$S\" > \"$S/peer.log\" 2>&1 &\n"
-		"peer=$!\n"
-		"i=0; while [ ! -e \"$S/ready\" ] && [ $i -lt 600 ]; do i=$((i + 1)); sleep 0.1; done\n"
+		"tcp_peer 7001 7002 8388608\n"
 		"# 1: cvisor run (default seccomp: kill): the agent over vsock, disk, net, balloon, rng\n"
 		"vm \"$B/cvisor\" run --memory 512 --disk \"$S/disk.img\" --net \"tap=$T\" "
 		"--balloon=stats=1 -e \"H=$H\" -e \"G=$G\" -- sh -c \"$(cat \"$W/net-guest.sh\")\"\n"

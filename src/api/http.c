@@ -77,6 +77,21 @@ bool api_only_keys(json_t *obj, const char *const *allowed, const char **unknown
 	return true;
 }
 
+bool api_check_body(const struct api_request *req, struct api_response *resp,
+		    const char *const *allowed)
+{
+	const char *unknown;
+	if (!req->body) {
+		api_fault(resp, MHD_HTTP_BAD_REQUEST, "this request needs a JSON body");
+		return false;
+	}
+	if (!api_only_keys(req->body, allowed, &unknown)) {
+		api_fault(resp, MHD_HTTP_BAD_REQUEST, "unknown field '%s'", unknown);
+		return false;
+	}
+	return true;
+}
+
 int api_get_u64(json_t *obj, const char *key, bool required, uint64_t min, uint64_t max,
 		uint64_t *out, struct cv_error *err)
 {

@@ -74,6 +74,12 @@ void api_ok(struct api_response *resp, json_t *body);
  * *unknown), types must match, numbers must be integers in range.
  */
 bool api_only_keys(json_t *obj, const char *const *allowed, const char **unknown);
+/*
+ * The request has a JSON body with no fields outside `allowed`; otherwise fills resp with a 400
+ * naming what is wrong (no body, or the first unknown field) and returns false.
+ */
+bool api_check_body(const struct api_request *req, struct api_response *resp,
+		    const char *const *allowed);
 int api_get_u64(json_t *obj, const char *key, bool required, uint64_t min, uint64_t max,
 		uint64_t *out, struct cv_error *err);
 int api_get_bool(json_t *obj, const char *key, bool required, bool *out, struct cv_error *err);

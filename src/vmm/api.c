@@ -15,22 +15,6 @@ static bool is(const struct api_request *r, const char *method, const char *path
 	return strcmp(r->method, method) == 0 && strcmp(r->path, path) == 0;
 }
 
-/* Rejects bodies with fields outside `allowed`; returns false after filling resp. */
-static bool check_keys(const struct api_request *req, struct api_response *resp,
-		       const char *const *allowed)
-{
-	const char *unknown;
-	if (!req->body) {
-		api_fault(resp, MHD_HTTP_BAD_REQUEST, "this request needs a JSON body");
-		return false;
-	}
-	if (!api_only_keys(req->body, allowed, &unknown)) {
-		api_fault(resp, MHD_HTTP_BAD_REQUEST, "unknown field '%s'", unknown);
-		return false;
-	}
-	return true;
-}
-
 static void balloon_get(struct vm *vm, struct api_response *resp)
 {
 	uint64_t target, actual;
@@ -44,7 +28,7 @@ static void balloon_get(struct vm *vm, struct api_response *resp)
 static void balloon_patch(struct vm *vm, const struct api_request *req, struct api_response *resp)
 {
 	static const char *const keys[] = { "amount_mib", NULL };
-	if (!check_keys(req, resp, keys))
+	if (!api_check_body(req, resp, keys))
 		return;
 	struct cv_error err = { 0 };
 	uint64_t mib;

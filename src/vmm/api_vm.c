@@ -17,25 +17,10 @@
 #include "snapshot/snapshot.h"
 #include "vm.h"
 
-static bool check_body(const struct api_request *req, struct api_response *resp,
-		       const char *const *allowed)
-{
-	const char *unknown;
-	if (!req->body) {
-		api_fault(resp, MHD_HTTP_BAD_REQUEST, "this request needs a JSON body");
-		return false;
-	}
-	if (!api_only_keys(req->body, allowed, &unknown)) {
-		api_fault(resp, MHD_HTTP_BAD_REQUEST, "unknown field '%s'", unknown);
-		return false;
-	}
-	return true;
-}
-
 static void patch_vm(struct vm *vm, const struct api_request *req, struct api_response *resp)
 {
 	static const char *const keys[] = { "state", NULL };
-	if (!check_body(req, resp, keys))
+	if (!api_check_body(req, resp, keys))
 		return;
 	struct cv_error err = { 0 };
 	const char *state;
@@ -63,7 +48,7 @@ static void snapshot_create(struct vm *vm, const struct api_request *req,
 {
 	static const char *const keys[] = { "snapshot_type", "snapshot_path", "mem_file_path",
 					    "version", NULL };
-	if (!check_body(req, resp, keys))
+	if (!api_check_body(req, resp, keys))
 		return;
 	struct cv_error err = { 0 };
 	const char *type = "Full", *state_path, *mem_path, *version;

@@ -3,13 +3,8 @@
 VMM runs (inside the emulated host when the session uses one). Python 3 standard library only.
 
   tcp ADDR PORT_IN PORT_OUT NBYTES DIR
-      Listens on ADDR:PORT_IN and ADDR:PORT_OUT, then creates DIR/ready. On PORT_IN it reads
-      exactly NBYTES from the guest and writes "<count> <sha256>" to DIR/in; on PORT_OUT it sends
-      NBYTES of fresh random data, writes "<count> <sha256>" to DIR/out, and closes. Reading a
-      known count (rather than waiting for end of file) keeps the guest's nc from having to
-      half-close. Every wait has a timeout, so a broken device ends the test instead of hanging.
-      When the guest connects, the link-layer address the host's ARP table holds for it goes to
-      DIR/neigh (read now: the entry vanishes once the TAP loses its carrier at VM exit).
+      The guest's TCP peer: NBYTES each way, "<count> <sha256>" of each in DIR/in and DIR/out,
+      the guest's link-layer address in DIR/neigh, DIR/ready once listening (peer_lib.tcp).
 
   vsock SOCK ECHO_PORT NO_PORT SINK_PORT NBYTES
       Host-initiated vsock checks through cvisor-vmm's hybrid Unix socket SOCK ("CONNECT <port>"
@@ -32,7 +27,6 @@ VMM runs (inside the emulated host when the session uses one). Python 3 standard
 
 Exits non-zero on any failure."""
 import hashlib
-import http.client
 import json
 import os
 import socket
@@ -40,72 +34,8 @@ import sys
 import threading
 import time
 
-TIMEOUT = 200.0   # seconds; generous: a loaded emulated host is slow, a stalled device is not
-
-
-def arp_lookup(ip):
-    """The hardware address /proc/net/arp holds for ip, or "none"."""
-    with open("/proc/net/arp") as f:
-        for line in f.readlines()[1:]:
-            cols = line.split()
-            if len(cols) >= 4 and cols[0] == ip:
-                return cols[3]
-    return "none"
-
-
-def tcp(addr, port_in, port_out, nbytes, out_dir):
-    n = int(nbytes)
-
-    def listener(port):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((addr, int(port)))
-        s.listen(1)
-        s.settimeout(TIMEOUT)
-        return s
-
-    l_in, l_out = listener(port_in), listener(port_out)
-    failures = []
-
-    def sink():
-        try:
-            c, peer = l_in.accept()
-            with open(os.path.join(out_dir, "neigh"), "w") as f:
-                f.write("%s\n" % arp_lookup(peer[0]))
-            c.settimeout(TIMEOUT)
-            h, got = hashlib.sha256(), 0
-            while got < n:
-                b = c.recv(min(1 << 20, n - got))
-                if not b:
-                    break
-                h.update(b)
-                got += len(b)
-            c.close()
-            with open(os.path.join(out_dir, "in"), "w") as f:
-                f.write("%d %s\n" % (got, h.hexdigest()))
-        except OSError as e:
-            failures.append("receiving: %s" % e)
-
-    def source():
-        try:
-            c, _ = l_out.accept()
-            c.settimeout(TIMEOUT)
-            data = os.urandom(n)
-            with open(os.path.join(out_dir, "out"), "w") as f:
-                f.write("%d %s\n" % (n, hashlib.sha256(data).hexdigest()))
-            c.sendall(data)
-            c.close()
-        except OSError as e:
-            failures.append("sending: %s" % e)
-
-    threads = [threading.Thread(target=sink), threading.Thread(target=source)]
-    for t in threads:
-        t.start()
-    open(os.path.join(out_dir, "ready"), "w").close()
-    for t in threads:
-        t.join()
-    if failures:
-        sys.exit("devices_peer tcp: " + "; ".join(failures))
+sys.dont_write_bytecode = True   # no __pycache__ in the source tree
+from peer_lib import TIMEOUT, request, run, tcp  # noqa: E402
 
 
 def vsock_dial(path, port, deadline=TIMEOUT):
@@ -174,26 +104,6 @@ def vsock(sock, echo_port, no_port, sink_port, nbytes):
     print("SINK-SENT %d %s" % (n, hashlib.sha256(data).hexdigest()), flush=True)
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=30)
-        self.unix_path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(30)
-        self.sock.connect(self.unix_path)
-
-
-def request(sock, method, path, body=None):
-    """One request to the control API: (HTTP status, body text)."""
-    c = UnixHTTPConnection(sock)
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    c.request(method, path, body=body, headers=headers)
-    r = c.getresponse()
-    return r.status, r.read().decode().strip()
-
-
 def balloon(sock, console, mib, vmm_pid):
     mib = int(mib)
 
@@ -240,11 +150,4 @@ def balloon(sock, console, mib, vmm_pid):
 
 
 if __name__ == "__main__":
-    cmds = {"tcp": tcp, "vsock": vsock, "balloon": balloon}
-    if len(sys.argv) < 2 or sys.argv[1] not in cmds:
-        sys.exit(__doc__)
-    try:
-        cmds[sys.argv[1]](*sys.argv[2:])
-    except OSError as e:   # e.g. the VM (and its sockets) went away early
-        print("ERROR %s: %s" % (sys.argv[1], e), flush=True)
-        sys.exit(1)
+    run({"tcp": tcp, "vsock": vsock, "balloon": balloon}, __doc__)

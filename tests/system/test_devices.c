@@ -20,176 +20,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sys.h"
+#include "script.h"
 
-#ifndef CVISOR_SOURCE_DIR
-#error "CVISOR_SOURCE_DIR must name the source tree (set by tests/meson.build)"
-#endif
-
-/* Work directory of the running test (each Criterion test runs in its own process). */
-static char work_dir[64];
-
-static const char *work(void)
-{
-	if (!work_dir[0]) {
-		snprintf(work_dir, sizeof(work_dir), "/tmp/cvisor-devtest-XXXXXX");
-		cr_assert_not_null(mkdtemp(work_dir), "mkdtemp");
-	}
-	return work_dir;
-}
-
-static void remove_work(void)
-{
-	if (!work_dir[0])
-		return;
-	struct sys_result r = sys_host("rm -rf '%s'", work_dir);
-	sys_free(&r);
-	work_dir[0] = 0;
-}
+const struct script_suite script_suite = {
+	.tag = "devtest", .peer = "devices_peer.py", .vm_seconds = 240,
+};
 
 TestSuite(devices, .fini = remove_work, .timeout = 300);
-
-/* Writes TEXT to WORK/NAME. */
-static void put(const char *name, const char *text, mode_t mode)
-{
-	char path[256];
-	snprintf(path, sizeof(path), "%s/%s", work(), name);
-	FILE *f = fopen(path, "w");
-	cr_assert_not_null(f, "create %s", path);
-	bool ok = fputs(text, f) >= 0;
-	ok = fclose(f) == 0 && ok;
-	cr_assert(ok, "write %s", path);
-	cr_assert_eq(chmod(path, mode), 0, "chmod %s", path);
-}
-
-/* Bytes of WORK/NAME (NUL-terminated), for checking what the guest wrote into an image. */
-static char *slurp_work(const char *name, size_t max, size_t *len)
-{
-	char path[256];
-	snprintf(path, sizeof(path), "%s/%s", work(), name);
-	FILE *f = fopen(path, "rb");
-	cr_assert_not_null(f, "open %s", path);
-	char *buf = calloc(1, max + 1);
-	*len = fread(buf, 1, max, f);
-	fclose(f);
-	return buf;
-}
-
-/* Runs a shell command on this host and asserts it succeeded. */
-#define host_ok(...)                                                                      \
-	do {                                                                              \
-		struct sys_result hr_ = sys_host(__VA_ARGS__);                            \
-		cr_assert_eq(hr_.status, 0, "host command failed (%d): %s%s", hr_.status, \
-			     hr_.out, hr_.err);                                           \
-		sys_free(&hr_);                                                           \
-	} while (0)
-
-/*
- * Common head of every host script: where things are, sbin on PATH, and a scratch directory in
- * the VMM host's own /dev/shm (Unix sockets and hole-punching tmpfs images live there; the /tmp
- * share of the emulated host carries only regular files). `vm` bounds every guest run.
- */
-static const char script_head[] =
-	"set -u\n"
-	"export PATH=$PATH:/usr/sbin:/sbin\n"
-	"S=$(mktemp -d /dev/shm/cvisor-devtest.XXXXXX) || exit 99\n"
-	"cleanup() { rm -rf \"$S\"; }\n"
-	"trap cleanup EXIT\n"
-	"vm() { timeout -k 5 240 \"$@\"; }\n"
-	"PEER=\"$SRC/tests/system/devices_peer.py\"\n";
-
-/* Writes WORK/NAME from script_head + BODY and runs it where guests boot. */
-static struct sys_result host_script(const char *name, const char *body)
-{
-	size_t n = strlen(script_head) + strlen(body) + 1;
-	char *text = malloc(n);
-	snprintf(text, n, "%s%s", script_head, body);
-	put(name, text, 0755);
-	free(text);
-	return sys_guest_host("B='%s' K='%s' SRC='%s' W='%s' sh '%s/%s'", sys_build(),
-			      sys_kernel_dir(), CVISOR_SOURCE_DIR, work(), work(), name);
-}
-
-/* Packs SCRIPT as /t.sh into WORK/NAME.cpio, an extra initramfs for cvisor-vmm runs. */
-static void guest_cpio(const char *name, const char *script)
-{
-	char path[128];
-	snprintf(path, sizeof(path), "%s.d", name);
-	host_ok("mkdir -p '%s/%s'", work(), path);
-	snprintf(path, sizeof(path), "%s.d/t.sh", name);
-	put(path, script, 0755);
-	host_ok("cd '%s/%s.d' && echo t.sh | cpio -o -H newc --quiet -R 0:0 > '%s/%s.cpio'",
-		work(), name, work(), name);
-}
-
-/*
- * The value of the first output line "KEY value" (trailing CR/blanks removed) into buf. A
- * missing line fails the test with the whole output, which is what one needs to see then.
- */
-static void field_n(const struct sys_result *r, const char *key, char *buf, size_t len)
-{
-	size_t k = strlen(key);
-	for (const char *p = r->out; p && *p;) {
-		const char *eol = strchr(p, '\n');
-		size_t n = eol ? (size_t)(eol - p) : strlen(p);
-		if (n > k && strncmp(p, key, k) == 0 && p[k] == ' ') {
-			const char *v = p + k + 1;
-			size_t vn = n - k - 1;
-			while (vn && (v[vn - 1] == '\r' || v[vn - 1] == ' '))
-				vn--;
-			cr_assert_lt(vn, len, "value of %s too long", key);
-			memcpy(buf, v, vn);
-			buf[vn] = 0;
-			return;
-		}
-		p = eol ? eol + 1 : NULL;
-	}
-	cr_assert_fail("no '%s' line in the output:\n%s\n-- stderr:\n%s", key, r->out, r->err);
-}
-#define field(r, key, buf) field_n((r), (key), (buf), sizeof(buf))
-
-static long long num(const struct sys_result *r, const char *key)
-{
-	char buf[64], *end;
-	field(r, key, buf);
-	long long v = strtoll(buf, &end, 10);
-	cr_assert(end != buf && *end == 0, "%s is not a number: '%s'\n%s", key, buf, r->out);
-	return v;
-}
-
-/* Asserts that the line "KEY value" has exactly WANT as value; shows both and all output if not. */
-static void expect(const struct sys_result *r, const char *key, const char *want, const char *why)
-{
-	char got[512];
-	field(r, key, got);
-	cr_assert_str_eq(got, want, "%s: %s is '%s', expected '%s'\n-- output:\n%s\n-- stderr:\n%s",
-			 why, key, got, want, r->out, r->err);
-}
-
-/* Asserts "KEY n" with n OP want (OP: == != < > >=); shows the value and all output if not. */
-static void expect_num(const struct sys_result *r, const char *key, const char *op,
-		       long long want, const char *why)
-{
-	long long v = num(r, key);
-	bool ok = false;
-	if (strcmp(op, "==") == 0)
-		ok = v == want;
-	else if (strcmp(op, "!=") == 0)
-		ok = v != want;
-	else if (strcmp(op, "<") == 0)
-		ok = v < want;
-	else if (strcmp(op, ">") == 0)
-		ok = v > want;
-	else if (strcmp(op, ">=") == 0)
-		ok = v >= want;
-	cr_assert(ok, "%s: %s is %lld, expected %s %lld\n-- output:\n%s\n-- stderr:\n%s", why, key,
-		  v, op, want, r->out, r->err);
-}
-
-static bool is_sha256(const char *s)
-{
-	return strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* virtio-blk */
@@ -422,16 +259,6 @@ Test(devices, blk_write_zeroes_from_ext4_lazy_init)
 /* ------------------------------------------------------------------------------------------ */
 /* virtio-net */
 
-/*
- * A TAP in the VMM's host with its own /24 (from the shell's PID, so concurrent runs differ);
- * H is the host's address, G the guest's, T the TAP. Removed when the script exits.
- */
-static const char tap_setup[] =
-	"T=cvdt$$; n=$(($$ % 250 + 1)); H=10.213.$n.1; G=10.213.$n.2\n"
-	"cleanup() { ip link del \"$T\" 2>/dev/null; rm -rf \"$S\"; }\n"
-	"ip tuntap add dev \"$T\" mode tap && ip addr add \"$H/24\" dev \"$T\" && "
-	"ip link set \"$T\" up || { echo \"TAP-FAILED\"; exit 1; }\n";
-
 Test(devices, net_tap_mac_ping_and_64mib_each_way)
 {
 	put("net-guest.sh",
@@ -443,11 +270,9 @@ Test(devices, net_tap_mac_ping_and_64mib_each_way)
 	    "nc \"$H\" 7001 < /tmp/d; echo \"NC-SEND $?\"\n"
 	    "rm /tmp/d\n"
 	    "echo \"RECEIVED $(nc \"$H\" 7002 | sha256sum | cut -d' ' -f1)\"\n", 0644);
-	char body[4096];
-	snprintf(body, sizeof(body), "%s%s", tap_setup,
-		"/usr/bin/python3 \"$PEER\" tcp \"$H\" 7001 7002 67108864 \"$S\" &\n"
-		"peer=$!\n"
-		"i=0; while [ ! -e \"$S/ready\" ] && [ $i -lt 300 ]; do i=$((i + 1)); sleep 0.1; done\n"
+	struct sys_result r = host_script("net.sh",
+		"tap cvdt 10.213\n"
+		"tcp_peer 7001 7002 67108864\n"
 		"vm \"$B/cvisor\" run --memory 512 --net \"tap=$T,mac=52:54:00:5e:a1:07\" -e \"H=$H\" "
 		"-e \"G=$G\" -- sh -c \"$(cat \"$W/net-guest.sh\")\"\n"
 		"run=$?; echo \"RUN $run\"\n"
@@ -456,7 +281,6 @@ Test(devices, net_tap_mac_ping_and_64mib_each_way)
 		"echo \"NEIGH $(cat \"$S/neigh\")\"\n"
 		"echo \"HOST-IN $(cat \"$S/in\")\"\n"
 		"echo \"HOST-OUT $(cat \"$S/out\")\"\n");
-	struct sys_result r = host_script("net.sh", body);
 	expect_num(&r, "RUN", "==", 0, "the guest run");
 	char sent[80], received[80], want[128];
 	expect(&r, "MAC", "52:54:00:5e:a1:07", "the guest's eth0 has the MAC given");
@@ -671,14 +495,14 @@ Test(devices, cloud_kernel_sees_disk_nic_and_rng, .timeout = 600)
 	    "ping -c 2 \"$H\" > /dev/null; echo \"PING $?\"\n", 0644);
 	char body[4096];
 	snprintf(body, sizeof(body),
-		 "%s"
+		 "tap cvdt 10.213\n"
 		 "C='%s'\n"
 		 "vm \"$B/cvisor\" run --memory 512 --kernel \"$C/vmlinuz\" "
 		 "--initrd \"$B/initramfs.cpio\" --initrd \"$C/modules.cpio\" "
 		 "--disk \"$W/cloud.img,serial=cloud-disk-0\" "
 		 "--net \"tap=$T,mac=52:54:00:c1:0d:01\" -e \"H=$H\" -e \"G=$G\" "
 		 "-- sh -c \"$(cat \"$W/cloud-guest.sh\")\"\n"
-		 "echo \"RUN $?\"\n", tap_setup, dir);
+		 "echo \"RUN $?\"\n", dir);
 	struct sys_result r = host_script("cloud.sh", body);
 	expect_num(&r, "RUN", "==", 0, "the guest run");
 	expect(&r, "UNAME", release, "the stock kernel runs");

@@ -19,133 +19,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sys.h"
+#include "script.h"
 
-#ifndef CVISOR_SOURCE_DIR
-#error "CVISOR_SOURCE_DIR must name the source tree (set by tests/meson.build)"
-#endif
-
-static char work_dir[64];
-
-static const char *work(void)
-{
-	if (!work_dir[0]) {
-		snprintf(work_dir, sizeof(work_dir), "/tmp/cvisor-mmiotest-XXXXXX");
-		cr_assert_not_null(mkdtemp(work_dir), "mkdtemp");
-	}
-	return work_dir;
-}
-
-static void remove_work(void)
-{
-	if (!work_dir[0])
-		return;
-	struct sys_result r = sys_host("rm -rf '%s'", work_dir);
-	sys_free(&r);
-	work_dir[0] = 0;
-}
+const struct script_suite script_suite = {
+	.tag = "mmiotest", .peer = "devices_peer.py", .vm_seconds = 240,
+};
 
 TestSuite(mmio, .fini = remove_work, .timeout = 300);
-
-static void put(const char *name, const char *text, mode_t mode)
-{
-	char path[256];
-	snprintf(path, sizeof(path), "%s/%s", work(), name);
-	FILE *f = fopen(path, "w");
-	cr_assert_not_null(f, "create %s", path);
-	bool ok = fputs(text, f) >= 0;
-	ok = fclose(f) == 0 && ok;
-	cr_assert(ok, "write %s", path);
-	cr_assert_eq(chmod(path, mode), 0, "chmod %s", path);
-}
-
-#define host_ok(...)                                                                      \
-	do {                                                                              \
-		struct sys_result hr_ = sys_host(__VA_ARGS__);                            \
-		cr_assert_eq(hr_.status, 0, "host command failed (%d): %s%s", hr_.status, \
-			     hr_.out, hr_.err);                                           \
-		sys_free(&hr_);                                                           \
-	} while (0)
-
-/* Head of every host script: sbin on PATH, scratch in the VMM host's /dev/shm, bounded runs. */
-static const char script_head[] =
-	"set -u\n"
-	"export PATH=$PATH:/usr/sbin:/sbin\n"
-	"S=$(mktemp -d /dev/shm/cvisor-mmiotest.XXXXXX) || exit 99\n"
-	"cleanup() { rm -rf \"$S\"; }\n"
-	"trap cleanup EXIT\n"
-	"vm() { timeout -k 5 240 \"$@\"; }\n"
-	"PEER=\"$SRC/tests/system/devices_peer.py\"\n";
-
-/* A TAP with its own /24 (H host, G guest), removed on exit. */
-static const char tap_setup[] =
-	"T=cvmm$$; n=$(($$ % 250 + 1)); H=10.214.$n.1; G=10.214.$n.2\n"
-	"cleanup() { ip link del \"$T\" 2>/dev/null; rm -rf \"$S\"; }\n"
-	"ip tuntap add dev \"$T\" mode tap && ip addr add \"$H/24\" dev \"$T\" && "
-	"ip link set \"$T\" up || { echo \"TAP-FAILED\"; exit 1; }\n";
-
-static struct sys_result host_script(const char *name, const char *body)
-{
-	size_t n = strlen(script_head) + strlen(body) + 1;
-	char *text = malloc(n);
-	snprintf(text, n, "%s%s", script_head, body);
-	put(name, text, 0755);
-	free(text);
-	return sys_guest_host("B='%s' K='%s' SRC='%s' W='%s' sh '%s/%s'", sys_build(),
-			      sys_kernel_dir(), CVISOR_SOURCE_DIR, work(), work(), name);
-}
-
-static void field_n(const struct sys_result *r, const char *key, char *buf, size_t len)
-{
-	size_t k = strlen(key);
-	for (const char *p = r->out; p && *p;) {
-		const char *eol = strchr(p, '\n');
-		size_t n = eol ? (size_t)(eol - p) : strlen(p);
-		if (n > k && strncmp(p, key, k) == 0 && p[k] == ' ') {
-			const char *v = p + k + 1;
-			size_t vn = n - k - 1;
-			while (vn && (v[vn - 1] == '\r' || v[vn - 1] == ' '))
-				vn--;
-			cr_assert_lt(vn, len, "value of %s too long", key);
-			memcpy(buf, v, vn);
-			buf[vn] = 0;
-			return;
-		}
-		p = eol ? eol + 1 : NULL;
-	}
-	cr_assert_fail("no '%s' line in the output:\n%s\n-- stderr:\n%s", key, r->out, r->err);
-}
-#define field(r, key, buf) field_n((r), (key), (buf), sizeof(buf))
-
-static long long num(const struct sys_result *r, const char *key)
-{
-	char buf[64], *end;
-	field(r, key, buf);
-	long long v = strtoll(buf, &end, 10);
-	cr_assert(end != buf && *end == 0, "%s is not a number: '%s'\n%s", key, buf, r->out);
-	return v;
-}
-
-static void expect(const struct sys_result *r, const char *key, const char *want, const char *why)
-{
-	char got[512];
-	field(r, key, got);
-	cr_assert_str_eq(got, want, "%s: %s is '%s', expected '%s'\n-- output:\n%s\n-- stderr:\n%s",
-			 why, key, got, want, r->out, r->err);
-}
-
-static void expect_num(const struct sys_result *r, const char *key, long long want,
-		       const char *why)
-{
-	long long v = num(r, key);
-	cr_assert_eq(v, want, "%s: %s is %lld, expected %lld\n-- output:\n%s\n-- stderr:\n%s", why,
-		     key, v, want, r->out, r->err);
-}
-
-static bool is_sha256(const char *s)
-{
-	return strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64;
-}
 
 /* SHA-256 of LEN bytes at OFF of WORK/NAME, computed on this host. */
 static void host_sum(const char *name, unsigned off_mib, unsigned len_mib, char out[80])
@@ -194,30 +74,29 @@ Test(mmio, pci_off_guest_finds_every_device_and_moves_data)
 	    "echo \"MAC $(cat /sys/class/net/eth0/address)\"\n"
 	    "ping -c 3 \"$H\" > /dev/null; echo \"PING $?\"\n"
 	    "echo \"UNAME $(uname -s)\"\n", 0644);
-	char body[2048];
-	snprintf(body, sizeof(body), "%s%s", tap_setup,
+	struct sys_result r = host_script("all.sh",
+		 "tap cvmm 10.214\n"
 		 "vm \"$B/cvisor\" run --cmdline-extra pci=off --disk \"$W/disk.img\" "
 		 "--net \"tap=$T,mac=52:54:00:3d:00:01\" --balloon -e \"H=$H\" -e \"G=$G\" "
 		 "-- sh -c \"$(cat \"$W/guest.sh\")\"\n"
 		 "echo \"RUN $?\"\n");
-	struct sys_result r = host_script("all.sh", body);
-	expect_num(&r, "RUN", 0, "cvisor run: the agent answered over virtio-vsock on mmio");
+	expect_num(&r, "RUN", "==", 0, "cvisor run: the agent answered over virtio-vsock on mmio");
 	expect(&r, "UNAME", "Linux", "the command ran in the guest");
 	/* net 1, block 2, rng 4, balloon 5, vsock 19 */
 	expect(&r, "IDS", "0x0001 0x0002 0x0004 0x0005 0x0013", "device IDs on the virtio bus");
 	expect(&r, "DRIVERS", "virtio_balloon virtio_blk virtio_net virtio_rng "
 			      "vmw_vsock_virtio_transport", "every device has its driver");
-	expect_num(&r, "ON-MMIO", 5, "all devices came from the command line");
-	expect_num(&r, "CMDLINE-DEVICES", 5, "one virtio_mmio.device= per device");
-	expect_num(&r, "VIRTIO-PCI", 0, "nothing on virtio-pci");
-	expect_num(&r, "PCI-DEVICES", 0, "pci=off: no PCI devices at all");
-	expect_num(&r, "LEVEL-LINES", 5, "each line is level-triggered (fasteoi)");
+	expect_num(&r, "ON-MMIO", "==", 5, "all devices came from the command line");
+	expect_num(&r, "CMDLINE-DEVICES", "==", 5, "one virtio_mmio.device= per device");
+	expect_num(&r, "VIRTIO-PCI", "==", 0, "nothing on virtio-pci");
+	expect_num(&r, "PCI-DEVICES", "==", 0, "pci=off: no PCI devices at all");
+	expect_num(&r, "LEVEL-LINES", "==", 5, "each line is level-triggered (fasteoi)");
 	expect(&r, "READ", head_sum, "the guest reads the image's bytes");
-	expect_num(&r, "DD", 0, "the guest's write");
+	expect_num(&r, "DD", "==", 0, "the guest's write");
 	expect(&r, "RNG", "virtio_rng.0", "/dev/hwrng is the virtio device");
-	expect_num(&r, "RNG-BYTES", 4096, "bytes from /dev/hwrng");
+	expect_num(&r, "RNG-BYTES", "==", 4096, "bytes from /dev/hwrng");
 	expect(&r, "MAC", "52:54:00:3d:00:01", "the NIC's MAC");
-	expect_num(&r, "PING", 0, "the guest pings the host");
+	expect_num(&r, "PING", "==", 0, "the guest pings the host");
 	char wrote[80], landed[80];
 	field(&r, "WROTE", wrote);
 	cr_assert(is_sha256(wrote), "%s", r.out);
@@ -260,11 +139,9 @@ Test(mmio, shared_line_carries_disk_and_network_at_once, .timeout = 400)
 	    "wait $send; echo \"NC-SEND $?\"\n"
 	    "echo \"IRQ6-COUNT $(( $(awk '$1 == \"6:\" {print $2}' /proc/interrupts) - before ))\"\n",
 	    0644);
-	char body[4096];
-	snprintf(body, sizeof(body), "%s%s", tap_setup,
-		 "/usr/bin/python3 \"$PEER\" tcp \"$H\" 7001 7002 16777216 \"$S\" &\n"
-		 "peer=$!\n"
-		 "i=0; while [ ! -e \"$S/ready\" ] && [ $i -lt 300 ]; do i=$((i + 1)); sleep 0.1; done\n"
+	struct sys_result r = host_script("shared.sh",
+		 "tap cvmm 10.214\n"
+		 "tcp_peer 7001 7002 16777216\n"
 		 "d=\"--disk $W/vda.img\"\n"
 		 "for i in 1 2 3 4 5 6; do d=\"$d --disk $W/small$i.img\"; done\n"
 		 "vm \"$B/cvisor\" run --memory 256 --cmdline-extra pci=off $d "
@@ -274,14 +151,13 @@ Test(mmio, shared_line_carries_disk_and_network_at_once, .timeout = 400)
 		 "wait $peer; echo \"PEER $?\"\n"
 		 "echo \"HOST-IN $(cat \"$S/in\")\"\n"
 		 "echo \"HOST-OUT $(cat \"$S/out\")\"\n");
-	struct sys_result r = host_script("shared.sh", body);
-	expect_num(&r, "RUN", 0, "the guest run");
-	expect_num(&r, "ON-MMIO", 11, "eleven devices");
-	expect_num(&r, "LEVEL-LINES", 7, "seven lines, all level-triggered");
+	expect_num(&r, "RUN", "==", 0, "the guest run");
+	expect_num(&r, "ON-MMIO", "==", 11, "eleven devices");
+	expect_num(&r, "LEVEL-LINES", "==", 7, "seven lines, all level-triggered");
 	expect(&r, "IRQ6", "virtio1 virtio8", "vda and the NIC share IRQ 6");
-	expect_num(&r, "PEER", 0, "the host-side peer");
-	expect_num(&r, "DISK-WRITE", 0, "the disk write");
-	expect_num(&r, "NC-SEND", 0, "the guest's send");
+	expect_num(&r, "PEER", "==", 0, "the host-side peer");
+	expect_num(&r, "DISK-WRITE", "==", 0, "the disk write");
+	expect_num(&r, "NC-SEND", "==", 0, "the guest's send");
 	char sum[80], want[128], got[80];
 	field(&r, "SUM", sum);
 	cr_assert(is_sha256(sum), "%s", r.out);
@@ -308,16 +184,13 @@ Test(mmio, transport_option_with_an_mp_table_guest)
 	host_ok("head -c 1048576 /dev/urandom > '%s/d.img'", work());
 	char sum[80];
 	host_sum("d.img", 0, 1, sum);
-	host_ok("mkdir -p '%s/t.d'", work());
-	put("t.d/t.sh",
+	guest_cpio("t",
 	    "#!/bin/sh\n"
 	    GUEST_INVENTORY
 	    "echo \"ACPI $(ls /sys/firmware/acpi/tables 2>/dev/null | wc -l)\"\n"
 	    "echo \"READ $(sha256sum < /dev/vda | cut -d' ' -f1)\"\n"
 	    /* Without ACPI there is no power-off: reset through the keyboard controller. */
-	    "reboot -f\n", 0755);
-	host_ok("cd '%s/t.d' && echo t.sh | cpio -o -H newc --quiet -R 0:0 > '%s/t.cpio'", work(),
-		work());
+	    "reboot -f\n");
 	struct sys_result r = host_script("mp.sh",
 		"vm \"$B/cvisor-vmm\" --kernel \"$K/vmlinux\" --initrd \"$B/initramfs.cpio\" "
 		"--initrd \"$W/t.cpio\" --transport mmio --rng --disk \"$W/d.img\" "
@@ -325,12 +198,12 @@ Test(mmio, transport_option_with_an_mp_table_guest)
 		"--cmdline \"console=ttyS0 quiet acpi=off -- /bin/sh /t.sh\"\n"
 		"echo \"VMM $?\"\n"
 		"cat \"$S/console\"\n");
-	expect_num(&r, "VMM", 80, "cvisor-vmm: the guest reset itself (exit status 80)");
-	expect_num(&r, "ACPI", 0, "the guest did not use ACPI");
+	expect_num(&r, "VMM", "==", 80, "cvisor-vmm: the guest reset itself (exit status 80)");
+	expect_num(&r, "ACPI", "==", 0, "the guest did not use ACPI");
 	expect(&r, "IDS", "0x0002 0x0004", "disk and rng");
-	expect_num(&r, "ON-MMIO", 2, "both on virtio-mmio");
-	expect_num(&r, "VIRTIO-PCI", 0, "nothing on virtio-pci");
-	expect_num(&r, "LEVEL-LINES", 2, "MP table: level-triggered lines");
+	expect_num(&r, "ON-MMIO", "==", 2, "both on virtio-mmio");
+	expect_num(&r, "VIRTIO-PCI", "==", 0, "nothing on virtio-pci");
+	expect_num(&r, "LEVEL-LINES", "==", 2, "MP table: level-triggered lines");
 	expect(&r, "READ", sum, "the guest reads the image's bytes");
 	sys_free(&r);
 }
@@ -342,8 +215,7 @@ Test(mmio, transport_option_with_an_mp_table_guest)
  */
 Test(mmio, balloon_follows_the_api_through_config_interrupts)
 {
-	host_ok("mkdir -p '%s/b.d'", work());
-	put("b.d/t.sh",
+	guest_cpio("b",
 	    "#!/bin/sh\n"
 	    "mem() { awk '/^MemTotal:/ {print $2}' /proc/meminfo; }\n"
 	    "wait_for() {   # until MemTotal satisfies COND ($1), at most 60 s\n"
@@ -356,10 +228,7 @@ Test(mmio, balloon_follows_the_api_through_config_interrupts)
 	    "echo \"INFLATED $(mem)\"\n"
 	    "cond='[ $((t0 - $1)) -le 1024 ]'; wait_for\n"
 	    "echo \"DEFLATED $(mem)\"\n"
-	    "echo \"ON-MMIO $(readlink /sys/bus/virtio/devices/virtio0 | grep -c /virtio-mmio-cmdline/)\"\n",
-	    0755);
-	host_ok("cd '%s/b.d' && echo t.sh | cpio -o -H newc --quiet -R 0:0 > '%s/b.cpio'", work(),
-		work());
+	    "echo \"ON-MMIO $(readlink /sys/bus/virtio/devices/virtio0 | grep -c /virtio-mmio-cmdline/)\"\n");
 	struct sys_result r = host_script("balloon.sh",
 		"vm \"$B/cvisor-vmm\" --kernel \"$K/vmlinux\" --initrd \"$B/initramfs.cpio\" "
 		"--initrd \"$W/b.cpio\" --memory 256 --balloon=stats=1 --api-sock \"$S/api.sock\" "
@@ -370,12 +239,12 @@ Test(mmio, balloon_follows_the_api_through_config_interrupts)
 		"echo \"PEER $?\"\n"
 		"wait $vmm; echo \"VMM $?\"\n"
 		"cat \"$S/console\"\n");
-	expect_num(&r, "VMM", 0, "cvisor-vmm");
-	expect_num(&r, "PEER", 0, "the API client");
-	expect_num(&r, "ON-MMIO", 1, "the balloon is a virtio-mmio device");
-	expect_num(&r, "PATCH-INFLATE", 204, "PATCH /balloon {amount_mib: 64}");
-	expect_num(&r, "ACTUAL-MIB", 64, "the driver reports the balloon's size");
-	expect_num(&r, "PATCH-DEFLATE", 204, "PATCH /balloon {amount_mib: 0}");
+	expect_num(&r, "VMM", "==", 0, "cvisor-vmm");
+	expect_num(&r, "PEER", "==", 0, "the API client");
+	expect_num(&r, "ON-MMIO", "==", 1, "the balloon is a virtio-mmio device");
+	expect_num(&r, "PATCH-INFLATE", "==", 204, "PATCH /balloon {amount_mib: 64}");
+	expect_num(&r, "ACTUAL-MIB", "==", 64, "the driver reports the balloon's size");
+	expect_num(&r, "PATCH-DEFLATE", "==", 204, "PATCH /balloon {amount_mib: 0}");
 	long long before = num(&r, "BEFORE"), inflated = num(&r, "INFLATED"),
 		  deflated = num(&r, "DEFLATED");
 	cr_assert(before - inflated >= 65536 - 1024 && before - inflated <= 65536 + 1024,

@@ -23,140 +23,33 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sys.h"
-
-#ifndef CVISOR_SOURCE_DIR
-#error "CVISOR_SOURCE_DIR must name the source tree (set by tests/meson.build)"
-#endif
-
-static char work_dir[64];
-
-static const char *work(void)
-{
-	if (!work_dir[0]) {
-		snprintf(work_dir, sizeof(work_dir), "/tmp/cvisor-sbxtest-XXXXXX");
-		cr_assert_not_null(mkdtemp(work_dir), "mkdtemp");
-		chmod(work_dir, 0755);   /* the jailed VMM reads its bound files through here */
-	}
-	return work_dir;
-}
-
-static void remove_work(void)
-{
-	if (!work_dir[0])
-		return;
-	struct sys_result r = sys_host("rm -rf '%s'", work_dir);
-	sys_free(&r);
-	work_dir[0] = 0;
-}
-
-TestSuite(sandbox, .fini = remove_work, .timeout = 600);
-
-static void put(const char *name, const char *text, mode_t mode)
-{
-	char path[256];
-	snprintf(path, sizeof(path), "%s/%s", work(), name);
-	FILE *f = fopen(path, "w");
-	cr_assert_not_null(f, "create %s", path);
-	cr_assert_eq(fputs(text, f) >= 0 && fclose(f) == 0, 1, "write %s", path);
-	cr_assert_eq(chmod(path, mode), 0, "chmod %s", path);
-}
-
-#define host_ok(...)                                                                      \
-	do {                                                                              \
-		struct sys_result hr_ = sys_host(__VA_ARGS__);                            \
-		cr_assert_eq(hr_.status, 0, "host command failed (%d): %s%s", hr_.status, \
-			     hr_.out, hr_.err);                                           \
-		sys_free(&hr_);                                                           \
-	} while (0)
+#include "script.h"
 
 /*
- * Head of every host script: paths, a scratch directory in the VMM host's own /dev/shm
- * (sockets must not be on the 9p share), `vm` bounding every run, and `threads PID`, which
- * prints per-thread "name seccomp-mode" lines and the process's capability and no_new_privs
- * state as the kernel reports them.
+ * Work files are shared: the jailed VMM (another uid) reads its bound files through them.
+ * Beyond the common head, host scripts get VSOCK_PY (guest/tools/vsock-host.py); `threads PID`,
+ * which prints per-thread "name seccomp-mode" lines and the process's capability and
+ * no_new_privs state as the kernel reports them; and `await FILE WORD`.
  */
-static const char script_head[] =
-	"set -u\n"
-	"export PATH=$PATH:/usr/sbin:/sbin\n"
-	"S=$(mktemp -d /dev/shm/cvisor-sbxtest.XXXXXX) || exit 99\n"
-	"chmod 755 \"$S\"\n"
-	"cleanup() { rm -rf \"$S\"; }\n"
-	"trap 'cleanup' EXIT\n"
-	"vm() { timeout -k 5 300 \"$@\"; }\n"
-	"PEER=\"$SRC/tests/system/sandbox_peer.py\"\n"
-	"VSOCK_PY=\"$SRC/guest/tools/vsock-host.py\"\n"
-	"threads() {\n"
-	"  for t in /proc/$1/task/*; do\n"
-	"    echo \"THREAD $(cat $t/comm) $(awk '/^Seccomp:/ {print $2}' $t/status)\"\n"
-	"  done\n"
-	"  echo \"CAPEFF $(awk '/^CapEff:/ {print $2}' /proc/$1/status)\"\n"
-	"  echo \"CAPPRM $(awk '/^CapPrm:/ {print $2}' /proc/$1/status)\"\n"
-	"  echo \"NONEWPRIVS $(awk '/^NoNewPrivs:/ {print $2}' /proc/$1/status)\"\n"
-	"}\n"
-	"await() {   # await FILE WORD: until FILE has a line starting with WORD, at most 200 s\n"
-	"  i=0; until grep -q \"^$2\" \"$1\" 2>/dev/null || [ $i -ge 2000 ]; do\n"
-	"    i=$((i + 1)); sleep 0.1; done\n"
-	"}\n";
+const struct script_suite script_suite = {
+	.tag = "sbxtest", .peer = "sandbox_peer.py", .vm_seconds = 300, .shared = true,
+	.head_extra =
+		"VSOCK_PY=\"$SRC/guest/tools/vsock-host.py\"\n"
+		"threads() {\n"
+		"  for t in /proc/$1/task/*; do\n"
+		"    echo \"THREAD $(cat $t/comm) $(awk '/^Seccomp:/ {print $2}' $t/status)\"\n"
+		"  done\n"
+		"  echo \"CAPEFF $(awk '/^CapEff:/ {print $2}' /proc/$1/status)\"\n"
+		"  echo \"CAPPRM $(awk '/^CapPrm:/ {print $2}' /proc/$1/status)\"\n"
+		"  echo \"NONEWPRIVS $(awk '/^NoNewPrivs:/ {print $2}' /proc/$1/status)\"\n"
+		"}\n"
+		"await() {   # await FILE WORD: until FILE has a line starting with WORD, at most 200 s\n"
+		"  i=0; until grep -q \"^$2\" \"$1\" 2>/dev/null || [ $i -ge 2000 ]; do\n"
+		"    i=$((i + 1)); sleep 0.1; done\n"
+		"}\n",
+};
 
-static struct sys_result host_script(const char *name, const char *body)
-{
-	size_t n = strlen(script_head) + strlen(body) + 1;
-	char *text = malloc(n);
-	snprintf(text, n, "%s%s", script_head, body);
-	put(name, text, 0755);
-	free(text);
-	return sys_guest_host("B='%s' K='%s' SRC='%s' W='%s' sh '%s/%s'", sys_build(),
-			      sys_kernel_dir(), CVISOR_SOURCE_DIR, work(), work(), name);
-}
-
-/* Packs SCRIPT as /t.sh into WORK/NAME.cpio, an extra initramfs. */
-static void guest_cpio(const char *name, const char *script)
-{
-	host_ok("mkdir -p '%s/%s.d'", work(), name);
-	char path[128];
-	snprintf(path, sizeof(path), "%s.d/t.sh", name);
-	put(path, script, 0755);
-	host_ok("cd '%s/%s.d' && echo t.sh | cpio -o -H newc --quiet -R 0:0 > '%s/%s.cpio' && "
-		"chmod 644 '%s/%s.cpio'", work(), name, work(), name, work(), name);
-}
-
-static bool field_opt(const struct sys_result *r, const char *key, char *buf, size_t len)
-{
-	size_t k = strlen(key);
-	for (const char *p = r->out; p && *p;) {
-		const char *eol = strchr(p, '\n');
-		size_t n = eol ? (size_t)(eol - p) : strlen(p);
-		if (n > k && strncmp(p, key, k) == 0 && p[k] == ' ') {
-			const char *v = p + k + 1;
-			size_t vn = n - k - 1;
-			while (vn && (v[vn - 1] == '\r' || v[vn - 1] == ' '))
-				vn--;
-			if (vn >= len)
-				vn = len - 1;
-			memcpy(buf, v, vn);
-			buf[vn] = 0;
-			return true;
-		}
-		p = eol ? eol + 1 : NULL;
-	}
-	return false;
-}
-
-static void field_n(const struct sys_result *r, const char *key, char *buf, size_t len)
-{
-	if (!field_opt(r, key, buf, len))
-		cr_assert_fail("no '%s' line in the output:\n%s\n-- stderr:\n%s", key, r->out, r->err);
-}
-#define field(r, key, buf) field_n((r), (key), (buf), sizeof(buf))
-
-static void expect(const struct sys_result *r, const char *key, const char *want, const char *why)
-{
-	char got[512];
-	field(r, key, got);
-	cr_assert_str_eq(got, want, "%s: %s is '%s', expected '%s'\n-- output:\n%s\n-- stderr:\n%s",
-			 why, key, got, want, r->out, r->err);
-}
+TestSuite(sandbox, .fini = remove_work, .timeout = 600);
 
 /*
  * Every "THREAD name mode" line has mode 2 (SECCOMP_MODE_FILTER); returns how many there were
@@ -216,14 +109,9 @@ Test(sandbox, every_device_works_under_the_default_filter)
 	    "echo \"RECEIVED $(nc \"$H\" 7002 | sha256sum | cut -d' ' -f1)\"\n"
 	    "echo \"HWRNG $(head -c 65536 /dev/hwrng | wc -c)\"\n", 0644);
 	struct sys_result r = host_script("all.sh",
-		"T=cvsb$$; n=$(($$ % 250 + 1)); H=10.215.$n.1; G=10.215.$n.2\n"
-		"cleanup() { ip link del \"$T\" 2>/dev/null; rm -rf \"$S\"; }\n"
-		"ip tuntap add dev \"$T\" mode tap && ip addr add \"$H/24\" dev \"$T\" && "
-		"ip link set \"$T\" up || { echo TAP-FAILED; exit 1; }\n"
+		"tap cvsb 10.215\n"
 		"truncate -s 64M \"$S/disk.img\" && mkfs.ext4 -q -F \"$S/disk.img\" || exit 1\n"
-		"/usr/bin/python3 \"$PEER\" tcp \"$H\" 7001 7002 8388608 \"$S\" > \"$S/peer.log\" 2>&1 &\n"
-		"peer=$!\n"
-		"i=0; while [ ! -e \"$S/ready\" ] && [ $i -lt 600 ]; do i=$((i + 1)); sleep 0.1; done\n"
+		"tcp_peer 7001 7002 8388608\n"
 		"# 1: cvisor run (default seccomp: kill): the agent over vsock, disk, net, balloon, rng\n"
 		"vm \"$B/cvisor\" run --memory 512 --disk \"$S/disk.img\" --net \"tap=$T\" "
 		"--balloon=stats=1 -e \"H=$H\" -e \"G=$G\" -- sh -c \"$(cat \"$W/net-guest.sh\")\"\n"

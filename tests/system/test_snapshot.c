@@ -19,99 +19,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sys.h"
+#include "script.h"
 
-#ifndef CVISOR_SOURCE_DIR
-#error "CVISOR_SOURCE_DIR must name the source tree (set by tests/meson.build)"
-#endif
-
-static char work_dir[64];
-
-static const char *work(void)
-{
-	if (!work_dir[0]) {
-		snprintf(work_dir, sizeof(work_dir), "/tmp/cvisor-snaptest-XXXXXX");
-		cr_assert_not_null(mkdtemp(work_dir), "mkdtemp");
-	}
-	return work_dir;
-}
-
-static void remove_work(void)
-{
-	if (!work_dir[0])
-		return;
-	struct sys_result r = sys_host("rm -rf '%s'", work_dir);
-	sys_free(&r);
-	work_dir[0] = 0;
-}
+const struct script_suite script_suite = { .tag = "snaptest", .vm_seconds = 400 };
 
 TestSuite(snapshot, .fini = remove_work, .timeout = 900);
-
-static void put(const char *name, const char *text, mode_t mode)
-{
-	char path[256];
-	snprintf(path, sizeof(path), "%s/%s", work(), name);
-	FILE *f = fopen(path, "w");
-	cr_assert_not_null(f, "create %s", path);
-	bool ok = fputs(text, f) >= 0;
-	ok = fclose(f) == 0 && ok;
-	cr_assert(ok, "write %s", path);
-	cr_assert_eq(chmod(path, mode), 0, "chmod %s", path);
-}
-
-#define host_ok(...)                                                                      \
-	do {                                                                              \
-		struct sys_result hr_ = sys_host(__VA_ARGS__);                            \
-		cr_assert_eq(hr_.status, 0, "host command failed (%d): %s%s", hr_.status, \
-			     hr_.out, hr_.err);                                           \
-		sys_free(&hr_);                                                           \
-	} while (0)
-
-/* The value of the first output line "KEY value". */
-static bool field_opt(const struct sys_result *r, const char *key, char *buf, size_t len)
-{
-	size_t k = strlen(key);
-	for (const char *p = r->out; p && *p;) {
-		const char *eol = strchr(p, '\n');
-		size_t n = eol ? (size_t)(eol - p) : strlen(p);
-		if (n > k && strncmp(p, key, k) == 0 && p[k] == ' ') {
-			const char *v = p + k + 1;
-			size_t vn = n - k - 1;
-			while (vn && (v[vn - 1] == '\r' || v[vn - 1] == ' '))
-				vn--;
-			if (vn >= len)
-				vn = len - 1;
-			memcpy(buf, v, vn);
-			buf[vn] = 0;
-			return true;
-		}
-		p = eol ? eol + 1 : NULL;
-	}
-	return false;
-}
-
-static void field(const struct sys_result *r, const char *key, char *buf, size_t len)
-{
-	if (!field_opt(r, key, buf, len))
-		cr_assert_fail("no '%s' line in the output:\n%s\n-- stderr:\n%s", key, r->out, r->err);
-}
-
-static long long num(const struct sys_result *r, const char *key)
-{
-	char buf[64], *end;
-	field(r, key, buf, sizeof(buf));
-	long long v = strtoll(buf, &end, 10);
-	cr_assert(end != buf && *end == 0, "%s is not a number: '%s'\n%s", key, buf, r->out);
-	return v;
-}
-
-#define expect_num(r, key, cond_op, want, why)                                                  \
-	do {                                                                                    \
-		long long v_ = num((r), (key));                                                 \
-		cr_assert(v_ cond_op (want), "%s: %s is %lld, expected %s %lld\n-- output:\n%s" \
-			  "\n-- stderr:\n%s", (why), (key), v_, #cond_op, (long long)(want),     \
-			  (r)->out, (r)->err);                                                   \
-	} while (0)
 
 /* The guest: write a file, then count; every 10th count re-read it from the disk and log. */
 static const char guest_script[] =
@@ -133,14 +45,12 @@ static const char guest_script[] =
 	"echo DONE\n";
 
 /*
- * The host side. Prints KEY value lines; every run is bounded. Sockets and snapshot files live
- * in the VMM host's /dev/shm (tmpfs: the memory file is mapped from there).
+ * The host side (after the common head of script.h). Prints KEY value lines; every run is
+ * bounded. Sockets and snapshot files live in the VMM host's /dev/shm (tmpfs: the memory file
+ * is mapped from there).
  */
-static const char host_script[] =
-	"set -u\n"
-	"export PATH=$PATH:/usr/sbin:/sbin\n"
-	"S=$(mktemp -d /dev/shm/cvisor-snaptest.XXXXXX) || exit 99\n"
-	"trap 'kill $(jobs -p) 2>/dev/null; sleep 1; rm -rf \"$S\"' EXIT\n"
+static const char host_body[] =
+	"cleanup() { kill $(jobs -p) 2>/dev/null; sleep 1; rm -rf \"$S\"; }\n"
 	"api() {   # api SOCK METHOD PATH BODY: prints the status code, the body goes to $S/resp\n"
 	"  rm -f \"$S/resp\"; curl -s -m 60 -o \"$S/resp\" -w '%{http_code}' --unix-socket \"$1\" -X \"$2\" \"http://localhost$3\" -d \"$4\"\n"
 	"}\n"
@@ -211,41 +121,36 @@ static const char host_script[] =
 Test(snapshot, counter_and_disk_survive_two_restores)
 {
 	host_ok("truncate -s 64M '%s/disk.img' && mkfs.ext4 -q -F '%s/disk.img'", work(), work());
-	host_ok("mkdir -p '%s/g.d'", work());
-	put("g.d/t.sh", guest_script, 0755);
-	host_ok("cd '%s/g.d' && echo t.sh | cpio -o -H newc --quiet -R 0:0 > '%s/g.cpio'", work(),
-		work());
-	put("host.sh", host_script, 0755);
-	struct sys_result r = sys_guest_host("B='%s' K='%s' W='%s' sh '%s/host.sh'", sys_build(),
-					     sys_kernel_dir(), work(), work());
+	guest_cpio("g", guest_script);
+	struct sys_result r = host_script("host.sh", host_body);
 
-	expect_num(&r, "RUNNING-SNAP", ==, 400, "a snapshot of a running VM is refused");
-	expect_num(&r, "RUNNING-SNAP-FAULT", ==, 1, "with a fault_message");
-	expect_num(&r, "PAUSE", ==, 204, "PATCH /vm Paused");
-	expect_num(&r, "PAUSED-GROWTH", ==, 0, "the console is silent while paused");
-	expect_num(&r, "SNAP", ==, 204, "PUT /snapshot/create");
-	expect_num(&r, "MEM-BYTES", ==, 256LL << 20, "the memory file holds all guest RAM");
-	expect_num(&r, "STATE-BYTES", >, 0, "state file");
+	expect_num(&r, "RUNNING-SNAP", "==", 400, "a snapshot of a running VM is refused");
+	expect_num(&r, "RUNNING-SNAP-FAULT", "==", 1, "with a fault_message");
+	expect_num(&r, "PAUSE", "==", 204, "PATCH /vm Paused");
+	expect_num(&r, "PAUSED-GROWTH", "==", 0, "the console is silent while paused");
+	expect_num(&r, "SNAP", "==", 204, "PUT /snapshot/create");
+	expect_num(&r, "MEM-BYTES", "==", 256LL << 20, "the memory file holds all guest RAM");
+	expect_num(&r, "STATE-BYTES", ">", 0, "state file");
 	long long last = num(&r, "LAST");
 	cr_assert_geq(last, 12, "%s", r.out);
 
-	expect_num(&r, "MISMATCH-STATUS", ==, 64, "restore with other devices is a usage error");
-	expect_num(&r, "MISMATCH-LINES", ==, 1, "one line says why");
+	expect_num(&r, "MISMATCH-STATUS", "==", 64, "restore with other devices is a usage error");
+	expect_num(&r, "MISMATCH-LINES", "==", 1, "one line says why");
 	char msg[512];
-	field(&r, "MISMATCH-MSG", msg, sizeof(msg));
+	field(&r, "MISMATCH-MSG", msg);
 	cr_assert(strstr(msg, "device") != NULL, "%s", msg);
-	expect_num(&r, "CORRUPT-STATUS", ==, 65, "a damaged state file is a data error");
-	field(&r, "CORRUPT-MSG", msg, sizeof(msg));
+	expect_num(&r, "CORRUPT-STATUS", "==", 65, "a damaged state file is a data error");
+	field(&r, "CORRUPT-MSG", msg);
 	cr_assert(strstr(msg, "CRC") != NULL, "%s", msg);
 
 	char wrote[80], sum[80], key[32];
-	field(&r, "WROTE", wrote, sizeof(wrote));
+	field(&r, "WROTE", wrote);
 	cr_assert_eq(strlen(wrote), 64, "%s", r.out);
 	for (int n = 1; n <= 2; n++) {
 		snprintf(key, sizeof(key), "RESTORE%d-STATUS", n);
-		expect_num(&r, key, ==, 0, "the restored guest powers off normally");
+		expect_num(&r, key, "==", 0, "the restored guest powers off normally");
 		snprintf(key, sizeof(key), "DONE%d", n);
-		expect_num(&r, key, ==, 1, "the guest's script ran to its end");
+		expect_num(&r, key, "==", 1, "the guest's script ran to its end");
 		snprintf(key, sizeof(key), "FIRST%d", n);
 		long long first = num(&r, key);
 		/* +2: the snapshot cut a line, which the restored guest then finishes. */
@@ -253,21 +158,21 @@ Test(snapshot, counter_and_disk_survive_two_restores)
 			  "restore %d: counting resumed at %lld, the snapshot was at %lld\n%s", n,
 			  first, last, r.out);
 		snprintf(key, sizeof(key), "SEQ%d-BAD", n);
-		expect_num(&r, key, ==, 0, "the count has no gap and no restart across the restore");
+		expect_num(&r, key, "==", 0, "the count has no gap and no restart across the restore");
 		snprintf(key, sizeof(key), "SEQ%d-N", n);
-		expect_num(&r, key, ==, 81, "0..80 counted exactly once");
+		expect_num(&r, key, "==", 81, "0..80 counted exactly once");
 		snprintf(key, sizeof(key), "SUMS%d", n);
-		field(&r, key, sum, sizeof(sum));
+		field(&r, key, sum);
 		cr_assert_str_eq(sum, wrote, "restore %d: the file read back from the disk differs", n);
 		snprintf(key, sizeof(key), "SUMCOUNT%d", n);
-		expect_num(&r, key, >=, 1, "the file was re-read after the restore");
+		expect_num(&r, key, ">=", 1, "the file was re-read after the restore");
 		/* Log lines: one per 10 counts from 5 to 75; all of them, including after the restore. */
 		snprintf(key, sizeof(key), "LOGLINES%d", n);
-		expect_num(&r, key, ==, 8, "the disk took the writes made after the restore");
+		expect_num(&r, key, "==", 8, "the disk took the writes made after the restore");
 	}
 	char before[80], after[80];
-	field(&r, "MEM-SHA-BEFORE", before, sizeof(before));
-	field(&r, "MEM-SHA-AFTER", after, sizeof(after));
+	field(&r, "MEM-SHA-BEFORE", before);
+	field(&r, "MEM-SHA-AFTER", after);
 	cr_assert_str_eq(before, after, "restores must never modify the memory file");
 
 	/* Figures for the notes (not asserted: the emulated host's speed varies). */

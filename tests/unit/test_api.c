@@ -65,3 +65,45 @@ Test(api, fault_message_survives_bytes_that_are_not_utf8)
 	json_decref(resp.body);
 	free(vm);
 }
+
+/*
+ * Every route with a body checks it the same way (api_check_body) before it acts: no body, or
+ * a field the route does not know, is a 400 that names the problem; the VM is not touched.
+ */
+Test(api, bodies_without_json_or_with_unknown_fields_are_refused)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	cr_assert_not_null(vm);
+	static const struct {
+		const char *method, *path, *body, *fault;
+	} cases[] = {
+		{ "PATCH", "/vm", NULL, "this request needs a JSON body" },
+		{ "PATCH", "/vm", "{\"state\": \"Paused\", \"st\": 1}", "unknown field 'st'" },
+		{ "PUT", "/snapshot/create", NULL, "this request needs a JSON body" },
+		{ "PUT", "/snapshot/create", "{\"snapshot_path\": \"/s\", \"mem_path\": \"/m\"}",
+		  "unknown field 'mem_path'" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct api_response resp = { 0 };
+		struct api_request req = { .method = cases[i].method, .path = cases[i].path };
+		if (cases[i].body) {
+			req.body = json_loads(cases[i].body, 0, NULL);
+			cr_assert_not_null(req.body);
+		}
+		vmm_api_route(vm, &req, &resp);
+		cr_assert_eq(resp.status, MHD_HTTP_BAD_REQUEST, "%s %s", req.method, req.path);
+		cr_assert_not_null(fault_of(&resp), "%s %s", req.method, req.path);
+		cr_assert_str_eq(fault_of(&resp), cases[i].fault, "%s %s", req.method, req.path);
+		json_decref(req.body);
+		json_decref(resp.body);
+	}
+
+	static const char *const keys[] = { "amount_mib", NULL };
+	struct api_response resp = { 0 };
+	struct api_request req = { .method = "PATCH", .path = "/balloon",
+				   .body = json_pack("{s:i}", "amount_mib", 64) };
+	cr_assert(api_check_body(&req, &resp, keys), "a body with known fields only passes");
+	cr_assert_null(resp.body, "and leaves the response alone");
+	json_decref(req.body);
+	free(vm);
+}

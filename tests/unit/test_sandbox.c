@@ -87,6 +87,35 @@ static void expect_ok(int status, const char *what)
 		     WEXITSTATUS(status));
 }
 
+/* One check: a child with `role`'s filter in `mode` runs `probe` and must end as `end` says. */
+struct check {
+	enum vmm_thread_role role;
+	enum vmm_sandbox_mode mode;
+	probe_fn probe;
+	enum { PASSES, KILLED } end;
+	const char *what;
+	bool unsanitized_only;     /* the sanitizers' own syscalls would let it through */
+};
+
+static void run_checks(const struct check *c, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (c[i].unsanitized_only && SANITIZED)
+			continue;
+		int status = run_probe(c[i].role, c[i].mode, c[i].probe);
+		if (c[i].end == KILLED)
+			expect_sigsys(status, c[i].what);
+		else
+			expect_ok(status, c[i].what);
+	}
+}
+
+#define RUN_CHECKS(...)                                                     \
+	do {                                                                \
+		static const struct check checks_[] = { __VA_ARGS__ };      \
+		run_checks(checks_, sizeof(checks_) / sizeof(checks_[0])); \
+	} while (0)
+
 /* ------------------------------------------------------------------------------------------ */
 /* Probes: each makes its syscall directly, so no libc wrapper adds or hides one. */
 
@@ -182,51 +211,51 @@ static int probe_clone_thread(void)
 
 Test(sandbox, forbidden_syscall_kills_the_process_with_sigsys)
 {
-	expect_sigsys(run_probe(VMM_ROLE_VCPU, VMM_SANDBOX_KILL, probe_socket_inet),
-		      "vCPU thread creating an AF_INET socket");
-	expect_sigsys(run_probe(VMM_ROLE_VCPU, VMM_SANDBOX_KILL, probe_execve),
-		      "vCPU thread calling execve");
-	if (!SANITIZED)
-		expect_sigsys(run_probe(VMM_ROLE_IO, VMM_SANDBOX_KILL, probe_openat),
-			      "I/O thread opening a file");
-	expect_sigsys(run_probe(VMM_ROLE_API, VMM_SANDBOX_KILL, probe_execve),
-		      "API thread calling execve");
-	expect_sigsys(run_probe(VMM_ROLE_MAIN, VMM_SANDBOX_KILL, probe_clone_thread),
-		      "main thread creating a thread after start");
+	RUN_CHECKS(
+		{ VMM_ROLE_VCPU, VMM_SANDBOX_KILL, probe_socket_inet, KILLED,
+		  "vCPU thread creating an AF_INET socket" },
+		{ VMM_ROLE_VCPU, VMM_SANDBOX_KILL, probe_execve, KILLED,
+		  "vCPU thread calling execve" },
+		{ VMM_ROLE_IO, VMM_SANDBOX_KILL, probe_openat, KILLED, "I/O thread opening a file",
+		  .unsanitized_only = true },
+		{ VMM_ROLE_API, VMM_SANDBOX_KILL, probe_execve, KILLED, "API thread calling execve" },
+		{ VMM_ROLE_MAIN, VMM_SANDBOX_KILL, probe_clone_thread, KILLED,
+		  "main thread creating a thread after start" });
 }
 
 Test(sandbox, allowed_syscalls_pass)
 {
-	expect_ok(run_probe(VMM_ROLE_VCPU, VMM_SANDBOX_KILL, probe_kvm_run), "KVM_RUN on a vCPU");
-	expect_ok(run_probe(VMM_ROLE_VCPU, VMM_SANDBOX_KILL, probe_mmap_rw),
-		  "read-write mmap (malloc)");
-	expect_ok(run_probe(VMM_ROLE_IO, VMM_SANDBOX_KILL, probe_socket_unix),
-		  "I/O thread creating a Unix socket (vsock)");
-	expect_ok(run_probe(VMM_ROLE_MAIN, VMM_SANDBOX_KILL, probe_tgkill_self),
-		  "main thread signalling its own thread");
+	RUN_CHECKS(
+		{ VMM_ROLE_VCPU, VMM_SANDBOX_KILL, probe_kvm_run, PASSES, "KVM_RUN on a vCPU" },
+		{ VMM_ROLE_VCPU, VMM_SANDBOX_KILL, probe_mmap_rw, PASSES,
+		  "read-write mmap (malloc)" },
+		{ VMM_ROLE_IO, VMM_SANDBOX_KILL, probe_socket_unix, PASSES,
+		  "I/O thread creating a Unix socket (vsock)" },
+		{ VMM_ROLE_MAIN, VMM_SANDBOX_KILL, probe_tgkill_self, PASSES,
+		  "main thread signalling its own thread" });
 }
 
 Test(sandbox, arguments_are_checked)
 {
 	/* The same syscalls as above with arguments outside the list. */
-	expect_sigsys(run_probe(VMM_ROLE_IO, VMM_SANDBOX_KILL, probe_socket_inet),
-		      "I/O thread: AF_INET where only AF_UNIX is allowed");
-	expect_sigsys(run_probe(VMM_ROLE_VCPU, VMM_SANDBOX_KILL, probe_tiocsti),
-		      "ioctl TIOCSTI");
-	expect_sigsys(run_probe(VMM_ROLE_VCPU, VMM_SANDBOX_KILL, probe_kvm_create_vm),
-		      "ioctl KVM_CREATE_VM");
-	expect_sigsys(run_probe(VMM_ROLE_VCPU, VMM_SANDBOX_KILL, probe_mmap_exec),
-		      "executable mmap");
-	expect_sigsys(run_probe(VMM_ROLE_MAIN, VMM_SANDBOX_KILL, probe_tgkill_parent),
-		      "tgkill to another process");
+	RUN_CHECKS(
+		{ VMM_ROLE_IO, VMM_SANDBOX_KILL, probe_socket_inet, KILLED,
+		  "I/O thread: AF_INET where only AF_UNIX is allowed" },
+		{ VMM_ROLE_VCPU, VMM_SANDBOX_KILL, probe_tiocsti, KILLED, "ioctl TIOCSTI" },
+		{ VMM_ROLE_VCPU, VMM_SANDBOX_KILL, probe_kvm_create_vm, KILLED,
+		  "ioctl KVM_CREATE_VM" },
+		{ VMM_ROLE_VCPU, VMM_SANDBOX_KILL, probe_mmap_exec, KILLED, "executable mmap" },
+		{ VMM_ROLE_MAIN, VMM_SANDBOX_KILL, probe_tgkill_parent, KILLED,
+		  "tgkill to another process" });
 }
 
 Test(sandbox, log_mode_lets_the_call_through)
 {
-	expect_ok(run_probe(VMM_ROLE_VCPU, VMM_SANDBOX_LOG, probe_socket_inet),
-		  "log mode: AF_INET socket on a vCPU thread");
-	expect_ok(run_probe(VMM_ROLE_VCPU, VMM_SANDBOX_OFF, probe_socket_inet),
-		  "mode off installs nothing");
+	RUN_CHECKS(
+		{ VMM_ROLE_VCPU, VMM_SANDBOX_LOG, probe_socket_inet, PASSES,
+		  "log mode: AF_INET socket on a vCPU thread" },
+		{ VMM_ROLE_VCPU, VMM_SANDBOX_OFF, probe_socket_inet, PASSES,
+		  "mode off installs nothing" });
 }
 
 /* The filter installed by one thread does not bind the others (no TSYNC). */
@@ -236,26 +265,24 @@ static void *install_vcpu_filter(void *arg)
 	return (void *)(intptr_t)vmm_seccomp_install(VMM_ROLE_VCPU, VMM_SANDBOX_KILL, err);
 }
 
-static int probe_other_thread_unaffected(void)
+/* Another thread installs the vCPU filter and ends; false if that failed. */
+static bool filter_another_thread(void)
 {
 	pthread_t t;
 	struct cv_error err = { 0 };
 	void *rc;
-	if (pthread_create(&t, NULL, install_vcpu_filter, &err) != 0 || pthread_join(t, &rc) != 0 ||
-	    rc != NULL)
-		return CHILD_INSTALL_FAILED;
-	return probe_socket_inet();
+	return pthread_create(&t, NULL, install_vcpu_filter, &err) == 0 &&
+	       pthread_join(t, &rc) == 0 && rc == NULL;
+}
+
+static int probe_other_thread_unaffected(void)
+{
+	return filter_another_thread() ? probe_socket_inet() : CHILD_INSTALL_FAILED;
 }
 
 static int probe_filtered_thread_kills_all(void)
 {
-	pthread_t t;
-	struct cv_error err = { 0 };
-	void *rc;
-	if (pthread_create(&t, NULL, install_vcpu_filter, &err) != 0 || pthread_join(t, &rc) != 0 ||
-	    rc != NULL)
-		return CHILD_INSTALL_FAILED;
-	return CHILD_OK;
+	return filter_another_thread() ? CHILD_OK : CHILD_INSTALL_FAILED;
 }
 
 static void *filtered_then_forbidden(void *arg)
@@ -280,13 +307,13 @@ static int probe_thread_violation_kills_process(void)
 
 Test(sandbox, filters_are_per_thread_but_kill_the_whole_process)
 {
-	expect_ok(run_probe(VMM_ROLE_COUNT, VMM_SANDBOX_OFF, probe_other_thread_unaffected),
-		  "main thread after another thread installed its filter");
-	expect_ok(run_probe(VMM_ROLE_COUNT, VMM_SANDBOX_OFF, probe_filtered_thread_kills_all),
-		  "a thread installing the vCPU filter");
-	expect_sigsys(run_probe(VMM_ROLE_COUNT, VMM_SANDBOX_OFF,
-				probe_thread_violation_kills_process),
-		      "a violation on a filtered thread");
+	RUN_CHECKS(
+		{ VMM_ROLE_COUNT, VMM_SANDBOX_OFF, probe_other_thread_unaffected, PASSES,
+		  "main thread after another thread installed its filter" },
+		{ VMM_ROLE_COUNT, VMM_SANDBOX_OFF, probe_filtered_thread_kills_all, PASSES,
+		  "a thread installing the vCPU filter" },
+		{ VMM_ROLE_COUNT, VMM_SANDBOX_OFF, probe_thread_violation_kills_process, KILLED,
+		  "a violation on a filtered thread" });
 }
 
 Test(sandbox, every_role_builds_and_loads)

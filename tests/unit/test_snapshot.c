@@ -353,7 +353,7 @@ Test(virtio_state, round_trip_restores_queues_features_and_msix)
 	cr_assert_eq(vp->msix.pending, 1);
 	/* The queue was kicked once, so the device looks at the ring when the VM runs. */
 	uint64_t kicks = 0;
-	cr_assert_eq(read(vp->notify[0].fd, &kicks, sizeof(kicks)), (ssize_t)sizeof(kicks));
+	cr_assert_eq(read(vp->notify[0].kick.fd, &kicks, sizeof(kicks)), (ssize_t)sizeof(kicks));
 	cr_assert_eq(kicks, 1);
 
 	/* And the restored device saves to the same bytes. */

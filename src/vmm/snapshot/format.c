@@ -200,6 +200,18 @@ const uint8_t *snap_get_blob(struct snap_cur *c, size_t *len)
 	return p;
 }
 
+int snap_get_struct(struct snap_cur *c, void *dst, size_t size, const char *what,
+		    struct cv_error *err)
+{
+	size_t n;
+	const uint8_t *p = snap_get_blob(c, &n);
+	if (!p || n != size)
+		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: %s state is %zu bytes, expected %zu",
+			       what, n, size);
+	memcpy(dst, p, size);
+	return 0;
+}
+
 void snap_get_str(struct snap_cur *c, char *out, size_t cap)
 {
 	size_t n;

@@ -78,6 +78,12 @@ uint64_t snap_get_u64(struct snap_cur *c);
 void snap_get_bytes(struct snap_cur *c, void *out, size_t n);
 /* A u32-length blob: pointer into the payload, or NULL (and bad) if it overruns. */
 const uint8_t *snap_get_blob(struct snap_cur *c, size_t *len);
+/*
+ * A blob that must be exactly one fixed-size structure (a KVM state struct), copied into dst;
+ * -1 with err naming `what` if its size differs.
+ */
+int snap_get_struct(struct snap_cur *c, void *dst, size_t size, const char *what,
+		    struct cv_error *err);
 /* A u32-length string copied into out (NUL-terminated); bad if longer than cap - 1. */
 void snap_get_str(struct snap_cur *c, char *out, size_t cap);
 /* True if every byte was consumed and nothing overran. */

@@ -182,19 +182,6 @@ int vcpu_state_save(struct vcpu *v, struct snap_buf *out, struct cv_error *err)
 	return 0;
 }
 
-/* A blob that must be exactly one KVM structure; copied into dst. */
-static int get_struct(struct snap_cur *in, void *dst, size_t size, const char *what,
-		      struct cv_error *err)
-{
-	size_t n;
-	const uint8_t *p = snap_get_blob(in, &n);
-	if (!p || n != size)
-		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: %s is %zu bytes, expected %zu", what,
-			       n, size);
-	memcpy(dst, p, size);
-	return 0;
-}
-
 #define SET(ioc, what, var)                                                          \
 	do {                                                                         \
 		if (ioctl(v->fd, ioc, &(var)) < 0)                                   \
@@ -315,8 +302,8 @@ int vcpu_state_load(struct vcpu *v, struct snap_cur *in, struct cv_error *err)
 	struct kvm_mp_state mp = { .mp_state = snap_get_u32(in) };
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
-	if (get_struct(in, &regs, sizeof(regs), "regs", err) < 0 ||
-	    get_struct(in, &sregs, sizeof(sregs), "sregs", err) < 0)
+	if (snap_get_struct(in, &regs, sizeof(regs), "regs", err) < 0 ||
+	    snap_get_struct(in, &sregs, sizeof(sregs), "sregs", err) < 0)
 		return -1;
 	SET(KVM_SET_SREGS, "KVM_SET_SREGS", sregs);
 	SET(KVM_SET_REGS, "KVM_SET_REGS", regs);
@@ -335,15 +322,15 @@ int vcpu_state_load(struct vcpu *v, struct snap_cur *in, struct cv_error *err)
 	}
 	struct kvm_debugregs dbg;
 	struct kvm_lapic_state lapic;
-	if (get_struct(in, &dbg, sizeof(dbg), "debug registers", err) < 0 ||
-	    get_struct(in, &lapic, sizeof(lapic), "LAPIC", err) < 0)
+	if (snap_get_struct(in, &dbg, sizeof(dbg), "debug registers", err) < 0 ||
+	    snap_get_struct(in, &lapic, sizeof(lapic), "LAPIC", err) < 0)
 		return -1;
 	SET(KVM_SET_DEBUGREGS, "KVM_SET_DEBUGREGS", dbg);
 	SET(KVM_SET_LAPIC, "KVM_SET_LAPIC", lapic);
 	if (load_msrs(v, in, err) < 0)
 		return -1;
 	struct kvm_vcpu_events ev;
-	if (get_struct(in, &ev, sizeof(ev), "vCPU events", err) < 0)
+	if (snap_get_struct(in, &ev, sizeof(ev), "vCPU events", err) < 0)
 		return -1;
 	/* GET reports these fields without flagging them; SET only takes flagged ones. */
 	ev.flags |= KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR;

@@ -22,7 +22,6 @@
  * the old process are gone and the device must look at every ring when the VM runs.
  */
 #include <string.h>
-#include <unistd.h>
 
 #include "snapshot/state.h"
 #include "util.h"
@@ -264,11 +263,10 @@ int virtio_state_load(struct vm_virtio *v, struct snap_cur *in, struct cv_error 
 		return -1;
 	if (running) {
 		for (unsigned q = 0; q < d->num_queues; q++) {
-			uint64_t one = 1;
-			int fd = mmio ? v->transport.mmio.notify[q].fd : v->transport.pci.notify[q].fd;
-			if (d->vq[q].started && fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
-				/* a saturated counter already means "look at the ring" */
-			}
+			struct virtio_kick *k = mmio ? &v->transport.mmio.notify[q].kick
+						     : &v->transport.pci.notify[q].kick;
+			if (d->vq[q].started && k->fd >= 0)
+				virtio_kick_signal(k);
 		}
 	}
 	return 0;

@@ -46,23 +46,11 @@ int vm_state_save(struct vm *vm, struct snap_buf *out, struct cv_error *err)
 	return 0;
 }
 
-static int get_struct(struct snap_cur *in, void *dst, size_t size, const char *what,
-		      struct cv_error *err)
-{
-	size_t n;
-	const uint8_t *p = snap_get_blob(in, &n);
-	if (!p || n != size)
-		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: %s state is %zu bytes, expected %zu",
-			       what, n, size);
-	memcpy(dst, p, size);
-	return 0;
-}
-
 int vm_state_load(struct vm *vm, struct snap_cur *in, struct cv_error *err)
 {
 	for (size_t i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
 		struct kvm_irqchip c;
-		if (get_struct(in, &c, sizeof(c), chips[i].name, err) < 0)
+		if (snap_get_struct(in, &c, sizeof(c), chips[i].name, err) < 0)
 			return -1;
 		if (c.chip_id != chips[i].id)
 			return cv_fail(err, CV_EXIT_DATAERR, "snapshot: %s state names chip %u",
@@ -71,7 +59,7 @@ int vm_state_load(struct vm *vm, struct snap_cur *in, struct cv_error *err)
 			return cv_fail_errno(err, CV_EXIT_OSERR, "KVM_SET_IRQCHIP (%s)", chips[i].name);
 	}
 	struct kvm_pit_state2 pit;
-	if (get_struct(in, &pit, sizeof(pit), "PIT", err) < 0)
+	if (snap_get_struct(in, &pit, sizeof(pit), "PIT", err) < 0)
 		return -1;
 	if (ioctl(vm->fd, KVM_SET_PIT2, &pit) < 0)
 		return cv_fail_errno(err, CV_EXIT_OSERR, "KVM_SET_PIT2");
@@ -81,7 +69,7 @@ int vm_state_load(struct vm *vm, struct snap_cur *in, struct cv_error *err)
 int vm_clock_load(struct vm *vm, struct snap_cur *in, struct cv_error *err)
 {
 	struct kvm_clock_data clock;
-	if (get_struct(in, &clock, sizeof(clock), "KVM clock", err) < 0)
+	if (snap_get_struct(in, &clock, sizeof(clock), "KVM clock", err) < 0)
 		return -1;
 	if (!snap_cur_done(in))
 		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: VM state section is malformed");

@@ -5,6 +5,9 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 void virtio_dev_init(struct virtio_dev *d, const char *name, const struct virtio_dev_ops *ops,
 		     void *priv, unsigned num_queues, uint16_t queue_max_size, uint64_t features,
@@ -114,4 +117,53 @@ void virtio_dev_write_status(struct virtio_dev *d, uint8_t status)
 	if ((status & VIRTIO_STATUS_DRIVER_OK) && !(old & VIRTIO_STATUS_DRIVER_OK) &&
 	    (status & VIRTIO_STATUS_FEATURES_OK))
 		activate(d);
+}
+
+/* I/O thread: the guest kicked a queue. */
+static void on_kick(void *opaque, uint32_t events)
+{
+	struct virtio_kick *k = opaque;
+	struct virtio_dev *d = k->dev;
+	(void)events;
+	uint64_t v;
+	if (read(k->fd, &v, sizeof(v)) < 0)
+		return;
+	pthread_mutex_lock(&d->lock);
+	/* Kicks for a queue that is not running are dropped: the device must not touch it. */
+	if (virtio_dev_running(d) && d->vq[k->queue].started && d->ops->queue_notify)
+		d->ops->queue_notify(d, k->queue);
+	pthread_mutex_unlock(&d->lock);
+}
+
+int virtio_kick_init(struct virtio_kick *k, struct virtio_dev *d, unsigned q,
+		     struct evloop *loop, struct cv_error *err)
+{
+	*k = (struct virtio_kick){ .fd = -1, .loop = loop, .dev = d, .queue = q };
+	int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (fd < 0)
+		return cv_fail_errno(err, CV_EXIT_OSERR, "%s: eventfd", d->name);
+	k->handler = (struct evloop_handler){ .fd = fd, .fn = on_kick, .opaque = k };
+	if (evloop_add(loop, &k->handler, EPOLLIN, err) < 0) {
+		close(fd);
+		return -1;
+	}
+	k->fd = fd;
+	return 0;
+}
+
+void virtio_kick_signal(struct virtio_kick *k)
+{
+	uint64_t one = 1;
+	if (write(k->fd, &one, sizeof(one)) < 0) {
+		/* saturated counter: a kick is already pending */
+	}
+}
+
+void virtio_kick_destroy(struct virtio_kick *k)
+{
+	if (k->fd < 0)
+		return;
+	evloop_remove(k->loop, &k->handler);
+	close(k->fd);
+	k->fd = -1;
 }

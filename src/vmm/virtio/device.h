@@ -1,5 +1,5 @@
 /*
- * What every virtio device shares, independent of the transport (PCI now, MMIO later): feature
+ * What every virtio device shares, independent of the transport (PCI or MMIO): feature
  * negotiation, the status state machine, the virtqueues and a lock. A device implements
  * virtio_dev_ops; the transport turns register accesses into the virtio_dev_* calls below and
  * delivers the device's interrupts.
@@ -129,5 +129,27 @@ void virtio_dev_fail(struct virtio_dev *d, const char *why);
 /* Applies a driver status write: FEATURES_OK validation, DRIVER_OK activation, 0 = reset. */
 void virtio_dev_write_status(struct virtio_dev *d, uint8_t status);
 void virtio_dev_reset(struct virtio_dev *d);
+
+/*
+ * A queue's kick, the same on every transport: an eventfd that the guest's notify write
+ * signals (through a KVM ioeventfd the transport places on its notify address, or through the
+ * transport's trap handler when there is none), watched by the I/O thread, which then runs the
+ * device's queue_notify. Only where the notify address is differs between transports.
+ */
+struct virtio_kick {
+	int fd;                          /* -1 when not set up */
+	struct evloop_handler handler;
+	struct evloop *loop;
+	struct virtio_dev *dev;
+	unsigned queue;
+};
+
+/* Creates queue q's eventfd and watches it on loop. */
+int virtio_kick_init(struct virtio_kick *k, struct virtio_dev *d, unsigned q,
+		     struct evloop *loop, struct cv_error *err);
+/* A notify write the transport trapped (no ioeventfd took it): signal the eventfd. */
+void virtio_kick_signal(struct virtio_kick *k);
+/* Stops watching and closes the eventfd; a kick never set up (fd -1) is left alone. */
+void virtio_kick_destroy(struct virtio_kick *k);
 
 #endif

@@ -14,10 +14,7 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <unistd.h>
 
 #include <linux/kvm.h>
 
@@ -290,14 +287,6 @@ static void mmio_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
 	}
 }
 
-static void kick(struct virtio_mmio_notify *n)
-{
-	uint64_t one = 1;
-	if (write(n->fd, &one, sizeof(one)) < 0) {
-		/* saturated counter: a kick is already pending */
-	}
-}
-
 static void mmio_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
 {
 	struct virtio_mmio *m = opaque;
@@ -309,8 +298,8 @@ static void mmio_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t
 			 * Reached only when no ioeventfd matched (none registered, or a value that
 			 * is not a queue index). The queue handler runs on the I/O thread either way.
 			 */
-			if (v < d->num_queues && m->notify[v].fd >= 0)
-				kick(&m->notify[v]);
+			if (v < d->num_queues && m->notify[v].kick.fd >= 0)
+				virtio_kick_signal(&m->notify[v].kick);
 			return;
 		}
 		pthread_mutex_lock(&d->lock);
@@ -325,29 +314,13 @@ static void mmio_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t
 
 const struct io_ops virtio_mmio_io_ops = { .read = mmio_read, .write = mmio_write };
 
-/* I/O thread: the guest kicked a queue. */
-static void on_kick(void *opaque, uint32_t events)
-{
-	struct virtio_mmio_notify *n = opaque;
-	struct virtio_dev *d = n->m->dev;
-	(void)events;
-	uint64_t v;
-	if (read(n->fd, &v, sizeof(v)) < 0)
-		return;
-	pthread_mutex_lock(&d->lock);
-	/* Kicks for a queue that is not running are dropped: the device must not touch it. */
-	if (virtio_dev_running(d) && d->vq[n->queue].started && d->ops->queue_notify)
-		d->ops->queue_notify(d, n->queue);
-	pthread_mutex_unlock(&d->lock);
-}
-
 static int ioeventfd(struct virtio_mmio *m, struct virtio_mmio_notify *n, bool on)
 {
 	struct kvm_ioeventfd io = {
-		.datamatch = n->queue,
+		.datamatch = n->kick.queue,
 		.addr = m->base + VIRTIO_MMIO_QUEUE_NOTIFY,
 		.len = 4,
-		.fd = n->fd,
+		.fd = n->kick.fd,
 		.flags = KVM_IOEVENTFD_FLAG_DATAMATCH | (on ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN),
 	};
 	return ioctl(m->bus->env.vm_fd, KVM_IOEVENTFD, &io);
@@ -358,7 +331,7 @@ int virtio_mmio_init(struct virtio_mmio *m, struct virtio_dev *dev, struct virti
 {
 	memset(m, 0, sizeof(*m));
 	for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
-		m->notify[q].fd = -1;
+		m->notify[q].kick.fd = -1;
 	const struct virtio_mmio_env *env = &bus->env;
 	if (bus->n_devices >= env->max_devices)
 		return cv_fail(err, CV_EXIT_USAGE, "at most %u virtio-mmio devices", env->max_devices);
@@ -373,13 +346,7 @@ int virtio_mmio_init(struct virtio_mmio *m, struct virtio_dev *dev, struct virti
 
 	for (unsigned q = 0; q < dev->num_queues; q++) {
 		struct virtio_mmio_notify *n = &m->notify[q];
-		n->m = m;
-		n->queue = q;
-		n->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (n->fd < 0)
-			return cv_fail_errno(err, CV_EXIT_OSERR, "%s: eventfd", dev->name);
-		n->handler = (struct evloop_handler){ .fd = n->fd, .fn = on_kick, .opaque = n };
-		if (evloop_add(env->loop, &n->handler, EPOLLIN, err) < 0)
+		if (virtio_kick_init(&n->kick, dev, q, env->loop, err) < 0)
 			return -1;
 		/* Without the ioeventfd the kick still works, through mmio_write. */
 		n->ioeventfd = env->vm_fd >= 0 && ioeventfd(m, n, true) == 0;
@@ -394,12 +361,8 @@ void virtio_mmio_destroy(struct virtio_mmio *m)
 		struct virtio_mmio_notify *n = &m->notify[q];
 		if (n->ioeventfd)
 			ioeventfd(m, n, false);
-		if (n->fd >= 0) {
-			evloop_remove(m->bus->env.loop, &n->handler);
-			close(n->fd);
-		}
+		virtio_kick_destroy(&n->kick);
 		n->ioeventfd = false;
-		n->fd = -1;
 	}
 }
 

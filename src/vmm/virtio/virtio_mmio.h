@@ -100,11 +100,8 @@ struct virtio_mmio_bus {
 struct virtio_mmio;
 
 struct virtio_mmio_notify {
-	int fd;                          /* eventfd the guest's kick signals */
-	struct evloop_handler handler;
+	struct virtio_kick kick;
 	bool ioeventfd;                  /* KVM_IOEVENTFD registered for it */
-	struct virtio_mmio *m;
-	unsigned queue;
 };
 
 /*

@@ -9,10 +9,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <unistd.h>
 
 #include "bytes.h"
 #include "util.h"
@@ -194,21 +191,13 @@ static void bar0_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
 	pthread_mutex_unlock(&d->lock);
 }
 
-static void kick(struct virtio_pci_notify *n)
-{
-	uint64_t one = 1;
-	if (write(n->fd, &one, sizeof(one)) < 0) {
-		/* saturated counter: a kick is already pending */
-	}
-}
-
 static void bar0_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
 {
 	struct virtio_pci *vp = opaque;
 	struct virtio_dev *d = vp->dev;
 	if (off >= NOTIFY_OFF && off < NOTIFY_OFF + (uint64_t)NOTIFY_MULTIPLIER * d->num_queues) {
 		/* Reached only when the ioeventfd is not in place (wrong width, or unsupported). */
-		kick(&vp->notify[(off - NOTIFY_OFF) / NOTIFY_MULTIPLIER]);
+		virtio_kick_signal(&vp->notify[(off - NOTIFY_OFF) / NOTIFY_MULTIPLIER].kick);
 		return;
 	}
 	pthread_mutex_lock(&d->lock);
@@ -258,25 +247,10 @@ static const struct virtio_transport_ops transport_ops = {
 	.signal_config = signal_config,
 };
 
-/* I/O thread: the guest kicked a queue. */
-static void on_kick(void *opaque, uint32_t events)
-{
-	struct virtio_pci_notify *n = opaque;
-	struct virtio_dev *d = n->vp->dev;
-	(void)events;
-	uint64_t v;
-	if (read(n->fd, &v, sizeof(v)) < 0)
-		return;
-	pthread_mutex_lock(&d->lock);
-	if (virtio_dev_running(d) && d->vq[n->queue].started && d->ops->queue_notify)
-		d->ops->queue_notify(d, n->queue);
-	pthread_mutex_unlock(&d->lock);
-}
-
 static int ioeventfd(struct virtio_pci *vp, struct virtio_pci_notify *n, uint64_t addr, bool on)
 {
 	struct kvm_ioeventfd io = {
-		.addr = addr, .len = 2, .fd = n->fd,
+		.addr = addr, .len = 2, .fd = n->kick.fd,
 		.flags = on ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN,
 	};
 	return ioctl(vp->vm_fd, KVM_IOEVENTFD, &io);
@@ -336,7 +310,7 @@ int virtio_pci_init(struct virtio_pci *vp, struct virtio_dev *dev,
 	vp->msix_config = NO_VECTOR;
 	for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++) {
 		vp->queue_msix[q] = NO_VECTOR;
-		vp->notify[q].fd = -1;
+		vp->notify[q].kick.fd = -1;
 	}
 	dev->transport = &transport_ops;
 	dev->transport_priv = vp;
@@ -359,14 +333,7 @@ int virtio_pci_init(struct virtio_pci *vp, struct virtio_dev *dev,
 		return -1;
 
 	for (unsigned q = 0; q < dev->num_queues; q++) {
-		struct virtio_pci_notify *n = &vp->notify[q];
-		n->vp = vp;
-		n->queue = q;
-		n->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (n->fd < 0)
-			return cv_fail_errno(err, CV_EXIT_OSERR, "%s: eventfd", dev->name);
-		n->handler = (struct evloop_handler){ .fd = n->fd, .fn = on_kick, .opaque = n };
-		if (evloop_add(env->loop, &n->handler, EPOLLIN, err) < 0)
+		if (virtio_kick_init(&vp->notify[q].kick, dev, q, env->loop, err) < 0)
 			return -1;
 	}
 	return pci_bus_add_device(env->bus, pd, err);
@@ -378,8 +345,7 @@ void virtio_pci_destroy(struct virtio_pci *vp)
 		struct virtio_pci_notify *n = &vp->notify[q];
 		if (n->ioeventfd_addr)
 			ioeventfd(vp, n, n->ioeventfd_addr, false);
-		if (n->fd >= 0)
-			close(n->fd);
+		virtio_kick_destroy(&n->kick);
 	}
 	msix_destroy(&vp->msix);
 }

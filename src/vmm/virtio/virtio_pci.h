@@ -25,11 +25,8 @@ struct virtio_pci_env {
 };
 
 struct virtio_pci_notify {
-	int fd;                        /* eventfd the guest's kick signals */
-	struct evloop_handler handler;
+	struct virtio_kick kick;
 	uint64_t ioeventfd_addr;       /* registered KVM ioeventfd address, 0 if none */
-	struct virtio_pci *vp;
-	unsigned queue;
 };
 
 struct virtio_pci {

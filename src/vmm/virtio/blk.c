@@ -695,9 +695,9 @@ static void print_stats(const struct virtio_blk *b)
 	fprintf(stderr, "cvisor-vmm: %s (%s): %" PRIu64 " reads (%" PRIu64 " bytes), %" PRIu64
 		" writes (%" PRIu64 " bytes), %" PRIu64 " flushes (fdatasync), %" PRIu64
 		" discards, %" PRIu64 " write-zeroes, %" PRIu64 " get-id, %" PRIu64 " ioerr, %"
-		PRIu64 " unsupp\n", b->name, b->path, s->reads, s->read_bytes, s->writes,
-		s->written_bytes, s->flushes, s->discards, s->write_zeroes, s->get_ids, s->ioerr,
-		s->unsupp);
+		PRIu64 " unsupp, %" PRIu64 " rate-limited\n", b->name, b->path, s->reads,
+		s->read_bytes, s->writes, s->written_bytes, s->flushes, s->discards, s->write_zeroes,
+		s->get_ids, s->ioerr, s->unsupp, b->rl.throttled);
 }
 
 void virtio_blk_destroy(void *owner)

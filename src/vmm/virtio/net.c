@@ -967,14 +967,15 @@ void virtio_net_free(struct virtio_net *n)
 		const struct net_stats *s = &n->stats;
 		fprintf(stderr,
 			"cvisor-vmm: %s: rx %llu packets %llu bytes, %llu dropped, %llu filtered, "
-			"%llu errors, %llu stalls; tx %llu packets %llu bytes, %llu dropped, "
-			"%llu errors, %llu stalls\n",
+			"%llu errors, %llu stalls, %llu rate-limited; tx %llu packets %llu bytes, "
+			"%llu dropped, %llu errors, %llu stalls, %llu rate-limited\n",
 			n->name, (unsigned long long)s->rx_packets, (unsigned long long)s->rx_bytes,
 			(unsigned long long)s->rx_dropped, (unsigned long long)s->rx_filtered,
 			(unsigned long long)s->rx_errors, (unsigned long long)s->rx_stalls,
+			(unsigned long long)n->rx_rl.throttled,
 			(unsigned long long)s->tx_packets, (unsigned long long)s->tx_bytes,
 			(unsigned long long)s->tx_dropped, (unsigned long long)s->tx_errors,
-			(unsigned long long)s->tx_stalls);
+			(unsigned long long)s->tx_stalls, (unsigned long long)n->tx_rl.throttled);
 	}
 	if (n->tap_registered)
 		evloop_remove(n->dev.loop, &n->tap_handler);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "ratelimit_config.h"
 #include "virtio/virtio_mmio.h"
 #include "virtio/virtio_pci.h"
 
@@ -22,6 +23,7 @@ struct disk_config {
 	const char *path;
 	bool read_only;
 	const char *serial;          /* NULL: derived from the image path */
+	struct rate_limiter_config rate_limit;
 };
 
 struct net_config {
@@ -29,6 +31,8 @@ struct net_config {
 	int tap_fd;                  /* or an already open TAP fd (-1: none) */
 	uint8_t mac[6];
 	bool has_mac;
+	struct rate_limiter_config rx_rate_limit;   /* frames the guest receives */
+	struct rate_limiter_config tx_rate_limit;   /* frames the guest sends */
 };
 
 struct vsock_config {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ratelimit.h"
 #include "util.h"
 
 int devopts_mac(const char *s, uint8_t mac[6])
@@ -22,15 +23,90 @@ int devopts_mac(const char *s, uint8_t mac[6])
 	return (mac[0] & 1) ? -1 : 0;
 }
 
+/* A count with an optional binary suffix: 512, 64K, 2M, 1G. */
+static bool parse_amount(const char *s, uint64_t max, uint64_t *out)
+{
+	char num[24];
+	size_t len = strlen(s);
+	unsigned shift = 0;
+	if (len && strchr("KkMmGg", s[len - 1])) {
+		char c = s[len - 1];
+		shift = (c == 'K' || c == 'k') ? 10 : (c == 'M' || c == 'm') ? 20 : 30;
+		len--;
+	}
+	if (len == 0 || len >= sizeof(num))
+		return false;
+	memcpy(num, s, len);
+	num[len] = 0;
+	uint64_t v;
+	if (!cv_parse_u64(num, 0, max >> shift, &v))
+		return false;
+	*out = v << shift;
+	return true;
+}
+
+/* "AMOUNT/MS" */
+static bool parse_bucket(const char *s, struct token_bucket_config *b)
+{
+	const char *slash = strchr(s, '/');
+	char amount[24];
+	if (!slash || (size_t)(slash - s) >= sizeof(amount))
+		return false;
+	memcpy(amount, s, (size_t)(slash - s));
+	amount[slash - s] = 0;
+	uint64_t size, ms;
+	if (!parse_amount(amount, RL_MAX_SIZE, &size) ||
+	    !cv_parse_u64(slash + 1, 1, RL_MAX_REFILL_MS, &ms) || size == 0)
+		return false;
+	b->size = size;
+	b->refill_time_ms = ms;
+	b->enabled = true;
+	return true;
+}
+
+int devopts_rate_limit(const char *opt, struct rate_limiter_config *out, const char *what,
+		       struct cv_error *err)
+{
+	static const struct {
+		const char *name;
+		bool ops, burst;
+	} keys[] = {
+		{ "bw=", false, false }, { "bw_burst=", false, true },
+		{ "ops=", true, false }, { "ops_burst=", true, true },
+	};
+	for (size_t i = 0; i < CV_ARRAY_SIZE(keys); i++) {
+		size_t klen = strlen(keys[i].name);
+		if (strncmp(opt, keys[i].name, klen) != 0)
+			continue;
+		const char *v = opt + klen;
+		struct token_bucket_config *b = keys[i].ops ? &out->ops : &out->bandwidth;
+		bool ok = keys[i].burst ? parse_amount(v, UINT64_MAX, &b->one_time_burst)
+					: parse_bucket(v, b);
+		if (ok)
+			return 1;
+		return cv_fail(err, CV_EXIT_USAGE, "%s: bad rate limit '%s' (expected %s)", what, opt,
+			       keys[i].burst ? "AMOUNT, e.g. 4M" : "AMOUNT/MS with AMOUNT > 0 and "
+			       "MS > 0, e.g. 2M/1000 for 2 MiB/s");
+	}
+	return 0;
+}
+
 int devopts_disk(char *spec, struct disk_config *out, struct cv_error *err)
 {
 	memset(out, 0, sizeof(*out));
 	char *save = NULL;
 	char *path = strtok_r(spec, ",", &save);
+	if (path && strncmp(path, "path=", 5) == 0)
+		path += 5;
 	if (!path || !*path)
 		return cv_fail(err, CV_EXIT_USAGE, "--disk: expected PATH[,ro][,serial=ID]");
 	out->path = path;
 	for (char *t; (t = strtok_r(NULL, ",", &save));) {
+		int rl = devopts_rate_limit(t, &out->rate_limit, "--disk", err);
+		if (rl < 0)
+			return -1;
+		if (rl > 0)
+			continue;
 		if (strcmp(t, "ro") == 0)
 			out->read_only = true;
 		else if (strcmp(t, "rw") == 0)
@@ -40,7 +116,7 @@ int devopts_disk(char *spec, struct disk_config *out, struct cv_error *err)
 		else
 			return cv_fail(err, CV_EXIT_USAGE,
 				       "--disk %s: unknown or bad option '%s' (ro, serial=ID of up to 20 "
-				       "bytes)", path, t);
+				       "bytes, bw=, bw_burst=, ops=, ops_burst=)", path, t);
 	}
 	return 0;
 }
@@ -52,6 +128,15 @@ int devopts_net(char *spec, struct net_config *out, struct cv_error *err)
 	char *save = NULL;
 	for (char *t = strtok_r(spec, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
 		uint64_t fd;
+		bool rx = strncmp(t, "rx_", 3) == 0, tx = strncmp(t, "tx_", 3) == 0;
+		if (rx || tx) {
+			int rl = devopts_rate_limit(t + 3, rx ? &out->rx_rate_limit : &out->tx_rate_limit,
+						    "--net", err);
+			if (rl < 0)
+				return -1;
+			if (rl > 0)
+				continue;
+		}
 		if (strncmp(t, "tap=", 4) == 0 && t[4] && strlen(t + 4) < 16) {
 			out->tap = t + 4;
 		} else if (strncmp(t, "fd=", 3) == 0 && cv_parse_u64(t + 3, 0, 65535, &fd)) {
@@ -62,7 +147,8 @@ int devopts_net(char *spec, struct net_config *out, struct cv_error *err)
 			out->has_mac = true;
 		} else {
 			return cv_fail(err, CV_EXIT_USAGE,
-				       "--net: unknown or bad option '%s' (tap=NAME, fd=N, mac=MAC)", t);
+				       "--net: unknown or bad option '%s' (tap=NAME, fd=N, mac=MAC, "
+				       "rx_bw=, rx_ops=, tx_bw=, tx_ops= and their _burst=)", t);
 		}
 	}
 	if (!out->tap == (out->tap_fd < 0))

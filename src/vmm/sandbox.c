@@ -204,7 +204,8 @@ static void grp_irq(struct builder *b)
  * Device activation and reset, which the guest triggers by writing device registers (so they
  * run on vCPU threads) and teardown repeats on the main thread: queue notifiers move with the
  * BAR (KVM_IOEVENTFD), backends join or leave the I/O loop (epoll_ctl), the balloon's and
- * vsock's timers are armed or stopped, virtio-blk drains its io_uring, virtio-net sets the
+ * vsock's timers and the rate limiters' wake-ups (also re-armed by the API thread when a limit
+ * changes) are armed or stopped, virtio-blk drains its io_uring, virtio-net sets the
  * TAP's offloads to what the driver accepted, vsock closes its host connections.
  */
 static void grp_device_control(struct builder *b)

@@ -842,6 +842,205 @@ Test(blk, config_space)
 	cr_assert_str_eq(d->name, "virtio-blk0");
 }
 
+/* ======================= rate limiting ======================= */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void limit(uint64_t bw_size, uint64_t bw_ms, uint64_t ops_size, uint64_t ops_ms)
+{
+	struct rate_limiter_config c = { 0 };
+	c.bandwidth = (struct token_bucket_config){ bw_size, 0, bw_ms, bw_size != 0 };
+	c.ops = (struct token_bucket_config){ ops_size, 0, ops_ms, ops_size != 0 };
+	struct cv_error err = { 0 };
+	cr_assert_eq(blk_set_rate_limiter(T.b, &c, &err), 0, "%s", err.msg);
+}
+
+/*
+ * Waits for used entries [from, target), noting in at[] when each one was first seen (ns after
+ * t0).
+ */
+static void wait_used_times(uint16_t from, uint16_t target, uint64_t t0, uint64_t *at)
+{
+	uint16_t seen = from;
+	for (int i = 0; i < 20000 && seen != target; i++) {
+		uint16_t u = used_idx();
+		while (seen != u)
+			at[seen++] = now_ns() - t0;
+		struct timespec ts = { 0, 250000 };
+		nanosleep(&ts, NULL);
+	}
+	need(seen == target, "timeout: used idx %u, expected %u", used_idx(), target);
+}
+
+#define MS_NS 1000000ULL
+
+TestSuite(blk_ratelimit, .init = rw_setup, .fini = teardown, .timeout = 60);
+
+Test(blk_ratelimit, ops_limit_spaces_requests_in_order)
+{
+	/* One request per 100 ms, bucket of one: five reads posted at once take 400 ms or more. */
+	enum { N = 5, LEN = 4096 };
+	static uint8_t data[N * LEN];
+	fill_pattern(data, sizeof(data), 5);
+	file_pwrite(T.img, 0, data, sizeof(data), false);
+	limit(0, 0, 1, 100);
+	struct req r[N];
+	uint16_t heads[N];
+	for (unsigned i = 0; i < N; i++) {
+		r[i] = make_req(VIRTIO_BLK_T_IN, (uint64_t)i * (LEN / 512), NULL, 0, LEN);
+		heads[i] = T.next_desc;
+		post_req(&r[i]);
+	}
+	uint64_t t0 = now_ns();
+	kick();
+	uint64_t at[N];
+	wait_used_times(0, N, t0, at);
+	for (unsigned i = 0; i < N; i++) {
+		cr_assert_eq(status_of(&r[i]), VIRTIO_BLK_S_OK, "request %u", i);
+		cr_assert_arr_eq(gp(r[i].in, LEN), data + (size_t)i * LEN, LEN, "request %u", i);
+		/* In order: the used ring lists the heads as they were posted. */
+		cr_assert_eq(used_id((uint16_t)i), heads[i], "completion %u out of order", i);
+		/* Never early: request i needs i refills of 100 ms after the kick. */
+		cr_assert_geq(at[i] + MS_NS, i * 100 * MS_NS, "request %u done after %llu ms", i,
+			      (unsigned long long)(at[i] / MS_NS));
+	}
+	cr_assert_lt(at[N - 1], 3000 * MS_NS, "throttled requests took %llu ms",
+		     (unsigned long long)(at[N - 1] / MS_NS));
+	cr_assert_geq(T.b->rl.throttled, N - 1);
+	cr_assert_eq(T.b->n_free, QSIZE);
+}
+
+Test(blk_ratelimit, waiting_requests_stay_in_the_ring)
+{
+	/* One request per 10 s: the second waits, unpopped, and kicks do not start it. */
+	limit(0, 0, 1, 10000);
+	struct req a = make_req(VIRTIO_BLK_T_IN, 0, NULL, 0, 512);
+	post_req(&a);
+	struct req b = make_req(VIRTIO_BLK_T_IN, 1, NULL, 0, 512);
+	post_req(&b);
+	kick();
+	wait_used(1);
+	for (int i = 0; i < 5; i++)
+		kick();
+	struct timespec ts = { 0, 100 * 1000000L };
+	nanosleep(&ts, NULL);
+	cr_assert_eq(used_idx(), 1);
+	cr_assert_eq(status_of(&b), 0xff);
+	pthread_mutex_lock(&T.b->dev.lock);
+	uint16_t popped = T.b->dev.vq[0].last_avail;
+	bool waiting = T.b->rl_wait;
+	pthread_mutex_unlock(&T.b->dev.lock);
+	cr_assert_eq(popped, 1, "the throttled chain was taken from the ring");
+	cr_assert(waiting);
+	cr_assert_eq(T.b->n_free, QSIZE);
+}
+
+Test(blk_ratelimit, reconfiguring_live_releases_waiting_requests)
+{
+	limit(0, 0, 1, 10000);
+	enum { N = 4 };
+	struct req r[N];
+	for (unsigned i = 0; i < N; i++) {
+		r[i] = make_req(VIRTIO_BLK_T_IN, i, NULL, 0, 512);
+		post_req(&r[i]);
+	}
+	kick();
+	wait_used(1);
+	struct timespec ts = { 0, 50 * 1000000L };
+	nanosleep(&ts, NULL);
+	cr_assert_eq(used_idx(), 1);
+	/* From this (non-I/O) thread, while the device waits: lift the limit. */
+	uint64_t t0 = now_ns();
+	limit(0, 0, 0, 0);
+	uint64_t at[N];
+	at[0] = 0;
+	wait_used_times(1, N, t0, at);
+	cr_assert_lt(at[N - 1], 2000 * MS_NS, "the new settings were not applied to waiting requests");
+	for (unsigned i = 0; i < N; i++)
+		cr_assert_eq(status_of(&r[i]), VIRTIO_BLK_S_OK);
+	/* And back to a tight limit: the next two are spaced again. */
+	limit(0, 0, 1, 150);
+	struct req x = make_req(VIRTIO_BLK_T_IN, 0, NULL, 0, 512);
+	struct req y = make_req(VIRTIO_BLK_T_IN, 1, NULL, 0, 512);
+	post_req(&x);
+	post_req(&y);
+	t0 = now_ns();
+	kick();
+	uint64_t at2[N + 2];
+	wait_used_times(N, N + 2, t0, at2);
+	cr_assert_geq(at2[N + 1] + MS_NS, 150 * MS_NS);
+}
+
+Test(blk_ratelimit, bandwidth_limit_and_oversize_request)
+{
+	/* 64 KiB per 100 ms. A 256 KiB read passes on the full bucket, leaving 192 KiB of debt:
+	 * the 4 KiB read after it waits (192 + 4) / 64 x 100 ms = 306 ms. */
+	limit(64 << 10, 100, 0, 0);
+	struct req big = make_req(VIRTIO_BLK_T_IN, 0, NULL, 0, 256 << 10);
+	struct req small = make_req(VIRTIO_BLK_T_IN, 1024, NULL, 0, 4096);
+	post_req(&big);
+	post_req(&small);
+	uint64_t t0 = now_ns();
+	kick();
+	uint64_t at[2];
+	wait_used_times(0, 2, t0, at);
+	cr_assert_eq(status_of(&big), VIRTIO_BLK_S_OK);
+	cr_assert_eq(status_of(&small), VIRTIO_BLK_S_OK);
+	cr_assert_geq(at[1], 300 * MS_NS, "small read after %llu ms",
+		      (unsigned long long)(at[1] / MS_NS));
+	cr_assert_geq(at[1] - at[0], 200 * MS_NS, "oversize read did not leave a debt");
+	/* Writes are charged too: 128 KiB more waits at least one refill of the bucket. */
+	static uint8_t wdata[128 << 10];
+	fill_pattern(wdata, sizeof(wdata), 9);
+	t0 = now_ns();
+	cr_assert_eq(io(VIRTIO_BLK_T_OUT, 2048, wdata, sizeof(wdata), NULL, 0), VIRTIO_BLK_S_OK);
+	uint8_t back[128 << 10];
+	cr_assert_eq(io(VIRTIO_BLK_T_IN, 2048, NULL, 0, back, sizeof(back)), VIRTIO_BLK_S_OK);
+	cr_assert_arr_eq(back, wdata, sizeof(wdata));
+	cr_assert_geq(now_ns() - t0, 190 * MS_NS);
+}
+
+Test(blk_ratelimit, reset_while_waiting_then_work_resumes)
+{
+	limit(0, 0, 1, 200);
+	struct req a = make_req(VIRTIO_BLK_T_IN, 0, NULL, 0, 512);
+	struct req b = make_req(VIRTIO_BLK_T_IN, 1, NULL, 0, 512);
+	post_req(&a);
+	post_req(&b);
+	kick();
+	wait_used(1);
+	pthread_mutex_lock(&T.b->dev.lock);
+	cr_assert(T.b->rl_wait);
+	virtio_dev_write_status(&T.b->dev, 0);
+	cr_assert(!T.b->rl_wait);
+	pthread_mutex_unlock(&T.b->dev.lock);
+	/* The timer of the old ring must not act on the new one before its kick. */
+	struct timespec ts = { 0, 300 * 1000000L };
+	nanosleep(&ts, NULL);
+	driver_init(~0ULL);
+	cr_assert_eq(used_idx(), 0);
+	uint8_t buf[512];
+	cr_assert_eq(io(VIRTIO_BLK_T_IN, 0, NULL, 0, buf, 512), VIRTIO_BLK_S_OK);
+	cr_assert_eq(io(VIRTIO_BLK_T_IN, 0, NULL, 0, buf, 512), VIRTIO_BLK_S_OK);
+	cr_assert(!needs_reset());
+}
+
+Test(blk_ratelimit, bad_settings_are_refused)
+{
+	struct rate_limiter_config c = { 0 };
+	c.ops = (struct token_bucket_config){ RL_MAX_SIZE + 1, 0, 100, true };
+	struct cv_error err = { 0 };
+	cr_assert_eq(blk_set_rate_limiter(T.b, &c, &err), -1);
+	cr_assert(strstr(err.msg, "virtio-blk0"), "%s", err.msg);
+	/* Nothing was applied. */
+	cr_assert(!rate_limiter_active(&T.b->rl));
+}
+
 /* ======================= images: kinds, sizes, locks, read-only ======================= */
 
 TestSuite(image, .init = env_setup, .fini = teardown, .timeout = 60);

@@ -9,6 +9,8 @@
  *
  * Back-pressure: a request that needs more io_uring operations than there is room for goes back
  * into the ring (virtq_unpop) and the queue is looked at again when completions free room.
+ * Rate limiting works the same way: a chain the limiter refuses goes back into the ring and
+ * rl_timer fires when it can pass; while it waits, kicks and completions start nothing.
  *
  * Reset: every operation in flight is waited for (blk_aio_drain) before ops->reset returns, so
  * the kernel never writes into buffers the driver may reuse; their completions are dropped.
@@ -384,11 +386,37 @@ static void finish_notify(struct virtio_blk *b)
 	}
 }
 
-/* Starts every chain the driver made available, as far as there is room. */
+/*
+ * What a chain costs the rate limiter in bytes: the data of a read or write as its header says.
+ * Only a hint read before validation; a malformed request is refused later, costing its op.
+ */
+static uint64_t request_bytes(const struct virtq_elem *e)
+{
+	if (e->out_len < HDR_SIZE)
+		return 0;
+	uint8_t raw[4];
+	iov_to_buf(e->iov, e->n_out, 0, raw, sizeof(raw));
+	uint64_t len;
+	switch (get_le32(raw)) {
+	case VIRTIO_BLK_T_IN:
+		len = e->in_len ? e->in_len - 1 : 0;
+		break;
+	case VIRTIO_BLK_T_OUT:
+		len = e->out_len - HDR_SIZE;
+		break;
+	default:
+		return 0;
+	}
+	return len <= VIRTIO_BLK_MAX_DATA ? len : 0;
+}
+
+/* Starts every chain the driver made available, as far as there is room and tokens. */
 static void process_queue(struct virtio_blk *b)
 {
 	struct virtio_dev *d = &b->dev;
 	struct virtq *vq = &d->vq[0];
+	if (b->rl_wait)
+		return;              /* rl_timer resumes */
 	b->throttled = false;
 	while (!b->draining) {
 		struct blk_req *r = req_alloc(b);
@@ -404,8 +432,18 @@ static void process_queue(struct virtio_blk *b)
 				virtio_dev_fail(d, vq->error);
 			break;
 		}
+		uint64_t retry_at;
+		if (!rate_limiter_consume(&b->rl, request_bytes(&r->elem), 1, &retry_at)) {
+			virtq_unpop(vq);
+			req_free(b, r);
+			b->rl_wait = true;
+			rl_timer_arm_at(&b->rl_timer, &b->rl, retry_at);
+			break;
+		}
 		enum start_result s = start_request(b, r);
 		if (s == REQ_NO_ROOM) {
+			/* Charged again when it is popped again. */
+			rate_limiter_undo(&b->rl);
 			virtq_unpop(vq);
 			req_free(b, r);
 			b->throttled = true;
@@ -538,9 +576,41 @@ static void on_completion(void *opaque, uint32_t events)
 	pthread_mutex_unlock(&b->dev.lock);
 }
 
+/* I/O thread: a request that waited for tokens may pass now. */
+static void on_rl_timer(void *opaque, uint32_t events)
+{
+	struct virtio_blk *b = opaque;
+	(void)events;
+	rl_timer_ack(&b->rl_timer);
+	pthread_mutex_lock(&b->dev.lock);
+	if (b->rl_wait) {
+		b->rl_wait = false;
+		if (virtio_dev_running(&b->dev) && b->dev.vq[0].started)
+			process_queue(b);
+	}
+	pthread_mutex_unlock(&b->dev.lock);
+}
+
+int blk_set_rate_limiter(struct virtio_blk *b, const struct rate_limiter_config *cfg,
+			 struct cv_error *err)
+{
+	if (rate_limiter_config_check(cfg, b->name, err) < 0)
+		return -1;
+	pthread_mutex_lock(&b->dev.lock);
+	rate_limiter_configure(&b->rl, cfg);
+	/* The waiting request is judged again under the new settings, on the I/O thread. */
+	if (b->rl_wait)
+		rl_timer_arm(&b->rl_timer, 0);
+	pthread_mutex_unlock(&b->dev.lock);
+	return 0;
+}
+
 static void blk_reset(struct virtio_dev *d)
 {
 	struct virtio_blk *b = d->priv;
+	/* The waiting chain belonged to the old ring. */
+	b->rl_wait = false;
+	rl_timer_cancel(&b->rl_timer);
 	b->draining = true;
 	blk_aio_drain(&b->aio, on_cqe, b);
 	b->draining = false;
@@ -625,9 +695,9 @@ static void print_stats(const struct virtio_blk *b)
 	fprintf(stderr, "cvisor-vmm: %s (%s): %" PRIu64 " reads (%" PRIu64 " bytes), %" PRIu64
 		" writes (%" PRIu64 " bytes), %" PRIu64 " flushes (fdatasync), %" PRIu64
 		" discards, %" PRIu64 " write-zeroes, %" PRIu64 " get-id, %" PRIu64 " ioerr, %"
-		PRIu64 " unsupp\n", b->name, b->path, s->reads, s->read_bytes, s->writes,
-		s->written_bytes, s->flushes, s->discards, s->write_zeroes, s->get_ids, s->ioerr,
-		s->unsupp);
+		PRIu64 " unsupp, %" PRIu64 " rate-limited\n", b->name, b->path, s->reads,
+		s->read_bytes, s->writes, s->written_bytes, s->flushes, s->discards, s->write_zeroes,
+		s->get_ids, s->ioerr, s->unsupp, b->rl.throttled);
 }
 
 void virtio_blk_destroy(void *owner)
@@ -637,6 +707,7 @@ void virtio_blk_destroy(void *owner)
 		return;
 	if (b->completion_watched)
 		evloop_remove(b->dev.loop, &b->completion);
+	rl_timer_destroy(&b->rl_timer);
 	if (b->aio.ring_ready && b->reqs) {
 		b->draining = true;
 		blk_aio_drain(&b->aio, on_cqe, b);
@@ -664,6 +735,8 @@ int virtio_blk_create(const struct disk_config *cfg, unsigned index,
 		return cv_fail(err, CV_EXIT_OSERR, "out of memory");
 	b->img.fd = -1;
 	b->aio.efd = -1;
+	b->rl_timer.fd = -1;
+	rate_limiter_init(&b->rl, NULL, NULL);
 	snprintf(b->name, sizeof(b->name), "virtio-blk%u", index);
 	const char *trace = getenv("CVISOR_VMM_TRACE");
 	b->trace = trace && strstr(trace, "blk");
@@ -700,6 +773,12 @@ int virtio_blk_create(const struct disk_config *cfg, unsigned index,
 		return cv_error_wrap(err, "--disk %s", cfg->path);
 	}
 	b->completion_watched = true;
+	if (rate_limiter_config_check(&cfg->rate_limit, "rate limit", err) < 0 ||
+	    rl_timer_init(&b->rl_timer, loop, on_rl_timer, b, err) < 0) {
+		virtio_blk_destroy(b);
+		return cv_error_wrap(err, "--disk %s", cfg->path);
+	}
+	rate_limiter_configure(&b->rl, &cfg->rate_limit);
 	*out = b;
 	return 0;
 }

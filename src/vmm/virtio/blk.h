@@ -10,6 +10,11 @@
  * ring); virtio_blk_add creates one for a VM and plugs it into PCI as "virtio-blk<index>".
  * CVISOR_VMM_TRACE containing "blk" logs malformed requests and prints each disk's request
  * counters (flushes included) on stderr at exit.
+ *
+ * Rate limiting (ratelimit.h): every request costs one operation, reads and writes also their
+ * data bytes. A request the limiter refuses stays in the ring, unpopped, and a timer on the I/O
+ * thread brings the queue back when the tokens are there: requests complete in order, later,
+ * and a paused or snapshotted VM finds them still available.
  */
 #ifndef CVISOR_VMM_VIRTIO_BLK_H
 #define CVISOR_VMM_VIRTIO_BLK_H
@@ -22,6 +27,7 @@
 #include "devices.h"
 #include "error.h"
 #include "evloop.h"
+#include "ratelimit.h"
 #include "virtio/device.h"
 
 /* Request types and status values (virtio 1.2, 5.2.6) */
@@ -95,6 +101,9 @@ struct virtio_blk {
 	uint16_t *free_reqs;                /* stack of free indices */
 	unsigned n_free;
 	bool throttled;                     /* chains left in the ring for lack of room */
+	struct rate_limiter rl;
+	struct rl_timer rl_timer;
+	bool rl_wait;                       /* the next chain waits for tokens; the timer resumes */
 	bool draining;                      /* reset: drop completions, start nothing */
 	bool need_notify;
 
@@ -115,6 +124,12 @@ struct virtio_blk {
 int virtio_blk_create(const struct disk_config *cfg, unsigned index,
 		      const struct guest_memory *mem, struct evloop *loop, struct virtio_blk **out,
 		      struct cv_error *err);
+/*
+ * Replaces the disk's rate limiter settings, from any thread (takes the device lock); a request
+ * waiting for tokens is looked at again under the new settings at once.
+ */
+int blk_set_rate_limiter(struct virtio_blk *b, const struct rate_limiter_config *cfg,
+			 struct cv_error *err);
 /* Waits for in-flight I/O and frees the device (the owner callback of vm_virtio_plug). */
 void virtio_blk_destroy(void *owner);
 

@@ -29,7 +29,7 @@ static void tap_update_events(struct virtio_net *n)
 		return;
 	uint32_t ev = 0;
 	if (n->active && virtio_dev_running(&n->dev) && !n->backend_dead) {
-		if (!n->rx_starved)
+		if (!n->rx_starved && !n->rx_rl_wait)
 			ev |= EPOLLIN;
 		if (n->tx_blocked)
 			ev |= EPOLLOUT;
@@ -364,6 +364,15 @@ static int rx_read(struct virtio_net *n)
 		uint8_t zero[VNET_HDR_LEN] = { 0 };
 		rx_pkt_copy(n, 0, zero, VNET_HDR_LEN, true);
 	}
+	uint64_t retry_at;
+	if (!rate_limiter_consume(&n->rx_rl, total - VNET_HDR_LEN, 1, &retry_at)) {
+		/* Parked uncharged; it pays when delivered from the bounce buffer. */
+		rx_pkt_copy(n, 0, n->bounce, total, false);
+		n->pending_len = total;
+		n->rx_rl_wait = true;
+		rl_timer_arm_at(&n->rx_timer, &n->rx_rl, retry_at);
+		return 1;
+	}
 	rx_deliver(n, total);
 	return 1;
 }
@@ -373,7 +382,7 @@ static void rx_process(struct virtio_net *n)
 	struct virtio_dev *d = &n->dev;
 	if (!n->active || !virtio_dev_running(d) || n->backend_dead)
 		return;
-	for (unsigned budget = NET_RX_BUDGET; budget; budget--) {
+	for (unsigned budget = NET_RX_BUDGET; budget && !n->rx_rl_wait; budget--) {
 		uint64_t need = n->pending_len ? n->pending_len : 1;
 		uint64_t want = n->pending_len ? n->pending_len : n->mergeable ? RX_FRAME_ROOM : 1;
 		enum fill f = rx_fill(n, want, need);
@@ -398,6 +407,12 @@ static void rx_process(struct virtio_net *n)
 		n->rx_starved = false;
 		if (n->pending_len) {
 			size_t len = n->pending_len;
+			uint64_t retry_at;
+			if (!rate_limiter_consume(&n->rx_rl, len - VNET_HDR_LEN, 1, &retry_at)) {
+				n->rx_rl_wait = true;
+				rl_timer_arm_at(&n->rx_timer, &n->rx_rl, retry_at);
+				break;
+			}
 			n->pending_len = 0;
 			rx_pkt_copy(n, 0, n->bounce, len, true);
 			rx_deliver(n, len);
@@ -506,7 +521,7 @@ static void tx_process(struct virtio_net *n)
 {
 	struct virtio_dev *d = &n->dev;
 	struct virtq *vq = &d->vq[NET_TXQ];
-	if (!n->active || !virtio_dev_running(d) || n->tx_blocked || !vq->started)
+	if (!n->active || !virtio_dev_running(d) || n->tx_blocked || n->tx_rl_wait || !vq->started)
 		return;
 	virtq_set_notification(vq, false);
 	unsigned budget = NET_TX_BUDGET;
@@ -523,9 +538,19 @@ static void tx_process(struct virtio_net *n)
 			virtq_set_notification(vq, false);
 			continue;
 		}
+		uint64_t retry_at;
+		uint64_t bytes = n->elem.out_len > VNET_HDR_LEN ? n->elem.out_len - VNET_HDR_LEN : 0;
 		if (n->backend_dead) {
 			n->stats.tx_dropped++;
+		} else if (!rate_limiter_consume(&n->tx_rl, bytes, 1, &retry_at)) {
+			/* Kicks stay off: the timer brings us back. */
+			virtq_unpop(vq);
+			n->tx_rl_wait = true;
+			rl_timer_arm_at(&n->tx_timer, &n->tx_rl, retry_at);
+			break;
 		} else if (tx_send(n, &n->elem) == 0) {
+			/* Charged again when it is sent. */
+			rate_limiter_undo(&n->tx_rl);
 			virtq_unpop(vq);
 			n->tx_blocked = true;
 			n->stats.tx_stalls++;
@@ -685,6 +710,9 @@ static void net_reset(struct virtio_dev *d)
 	n->active = false;
 	n->rx_starved = false;
 	n->tx_blocked = false;
+	n->rx_rl_wait = n->tx_rl_wait = false;
+	rl_timer_cancel(&n->rx_timer);
+	rl_timer_cancel(&n->tx_timer);
 	n->rx_pushed = n->tx_pushed = false;
 	tap_update_events(n);
 	if (n->rx_offloads) {
@@ -815,6 +843,55 @@ static void on_tx_resume(void *opaque, uint32_t events)
 	pthread_mutex_unlock(&n->dev.lock);
 }
 
+/* I/O thread: a frame that waited for tokens may pass now. */
+static void on_rx_timer(void *opaque, uint32_t events)
+{
+	struct virtio_net *n = opaque;
+	(void)events;
+	rl_timer_ack(&n->rx_timer);
+	pthread_mutex_lock(&n->dev.lock);
+	if (n->rx_rl_wait) {
+		n->rx_rl_wait = false;
+		rx_process(n);
+		tap_update_events(n);
+	}
+	pthread_mutex_unlock(&n->dev.lock);
+}
+
+static void on_tx_timer(void *opaque, uint32_t events)
+{
+	struct virtio_net *n = opaque;
+	(void)events;
+	rl_timer_ack(&n->tx_timer);
+	pthread_mutex_lock(&n->dev.lock);
+	if (n->tx_rl_wait) {
+		n->tx_rl_wait = false;
+		tx_process(n);
+	}
+	pthread_mutex_unlock(&n->dev.lock);
+}
+
+int net_set_rate_limiter(struct virtio_net *n, const struct rate_limiter_config *rx,
+			 const struct rate_limiter_config *tx, struct cv_error *err)
+{
+	if ((rx && rate_limiter_config_check(rx, "receive rate limit", err) < 0) ||
+	    (tx && rate_limiter_config_check(tx, "transmit rate limit", err) < 0))
+		return cv_error_wrap(err, "%s", n->name);
+	pthread_mutex_lock(&n->dev.lock);
+	if (rx) {
+		rate_limiter_configure(&n->rx_rl, rx);
+		if (n->rx_rl_wait)
+			rl_timer_arm(&n->rx_timer, 0);
+	}
+	if (tx) {
+		rate_limiter_configure(&n->tx_rl, tx);
+		if (n->tx_rl_wait)
+			rl_timer_arm(&n->tx_timer, 0);
+	}
+	pthread_mutex_unlock(&n->dev.lock);
+	return 0;
+}
+
 /* ---- construction ---- */
 
 struct virtio_net *virtio_net_new(struct tap *backend, const uint8_t mac[6], unsigned index,
@@ -830,6 +907,9 @@ struct virtio_net *virtio_net_new(struct tap *backend, const uint8_t mac[6], uns
 	n->tap = *backend;
 	backend->fd = -1;
 	n->tx_resume_fd = -1;
+	n->rx_timer.fd = n->tx_timer.fd = -1;
+	rate_limiter_init(&n->rx_rl, NULL, NULL);
+	rate_limiter_init(&n->tx_rl, NULL, NULL);
 	snprintf(n->name, sizeof(n->name), "virtio-net%u", index);
 	memcpy(n->mac, mac, 6);
 	memcpy(n->cur_mac, mac, 6);
@@ -865,6 +945,9 @@ struct virtio_net *virtio_net_new(struct tap *backend, const uint8_t mac[6], uns
 	if (evloop_add(loop, &n->tx_resume_handler, EPOLLIN, err) < 0)
 		goto fail;
 	n->tx_resume_registered = true;
+	if (rl_timer_init(&n->rx_timer, loop, on_rx_timer, n, err) < 0 ||
+	    rl_timer_init(&n->tx_timer, loop, on_tx_timer, n, err) < 0)
+		goto fail;
 	/* Watched for nothing until the driver is ready (errors are reported regardless). */
 	n->tap_handler = (struct evloop_handler){ n->tap.fd, on_tap, n };
 	if (evloop_add(loop, &n->tap_handler, 0, err) < 0)
@@ -884,19 +967,22 @@ void virtio_net_free(struct virtio_net *n)
 		const struct net_stats *s = &n->stats;
 		fprintf(stderr,
 			"cvisor-vmm: %s: rx %llu packets %llu bytes, %llu dropped, %llu filtered, "
-			"%llu errors, %llu stalls; tx %llu packets %llu bytes, %llu dropped, "
-			"%llu errors, %llu stalls\n",
+			"%llu errors, %llu stalls, %llu rate-limited; tx %llu packets %llu bytes, "
+			"%llu dropped, %llu errors, %llu stalls, %llu rate-limited\n",
 			n->name, (unsigned long long)s->rx_packets, (unsigned long long)s->rx_bytes,
 			(unsigned long long)s->rx_dropped, (unsigned long long)s->rx_filtered,
 			(unsigned long long)s->rx_errors, (unsigned long long)s->rx_stalls,
+			(unsigned long long)n->rx_rl.throttled,
 			(unsigned long long)s->tx_packets, (unsigned long long)s->tx_bytes,
 			(unsigned long long)s->tx_dropped, (unsigned long long)s->tx_errors,
-			(unsigned long long)s->tx_stalls);
+			(unsigned long long)s->tx_stalls, (unsigned long long)n->tx_rl.throttled);
 	}
 	if (n->tap_registered)
 		evloop_remove(n->dev.loop, &n->tap_handler);
 	if (n->tx_resume_registered)
 		evloop_remove(n->dev.loop, &n->tx_resume_handler);
+	rl_timer_destroy(&n->rx_timer);
+	rl_timer_destroy(&n->tx_timer);
 	tap_close(&n->tap);
 	if (n->tx_resume_fd >= 0)
 		close(n->tx_resume_fd);
@@ -934,5 +1020,9 @@ int virtio_net_add(struct vm *vm, const struct net_config *cfg, unsigned index, 
 		return -1;
 	const char *trace = getenv("CVISOR_VMM_TRACE");
 	n->trace = trace && strstr(trace, "net");
+	if (net_set_rate_limiter(n, &cfg->rx_rate_limit, &cfg->tx_rate_limit, err) < 0) {
+		virtio_net_free(n);
+		return cv_error_wrap(err, "--net");
+	}
 	return vm_virtio_plug(vm, &n->dev, n, net_destroy, err);
 }

@@ -13,6 +13,13 @@
  *    fd is watched for EPOLLOUT, which resumes transmission in order.
  * Everything the device drops is counted in struct net_stats.
  *
+ * Rate limiting (ratelimit.h), one limiter per direction; a frame costs one operation and its
+ * length without the virtio header. Transmit: a chain the limiter refuses stays in the ring
+ * and a timer resumes transmission. Receive: the size of a frame is known only once it is read,
+ * so a frame the limiter refuses is parked in the bounce buffer (as one waiting for buffers),
+ * the TAP is no longer watched for input and the timer delivers it when the tokens are there.
+ * Frames stay in order both ways; the kernel queues (and eventually drops) what arrives meanwhile.
+ *
  * Threads: queue notifications and the TAP handler run on the VM's I/O thread with dev.lock
  * held; config accesses, activate and reset come from vCPU threads with the same lock.
  */
@@ -27,6 +34,7 @@
 #include "net/rxfilter.h"
 #include "net/tap.h"
 #include "net/vnet.h"
+#include "ratelimit.h"
 #include "virtio/device.h"
 
 #define NET_QUEUE_SIZE 256
@@ -93,6 +101,9 @@ struct virtio_net {
 	bool rx_pushed, tx_pushed;   /* used entries not yet signalled */
 	bool tx_blocked;             /* waiting for the TAP to take writes */
 	bool rx_warned, tx_warned;   /* first error of each direction logged */
+	struct rate_limiter rx_rl, tx_rl;
+	struct rl_timer rx_timer, tx_timer;
+	bool rx_rl_wait, tx_rl_wait; /* a frame waits for tokens; the direction's timer resumes */
 	bool trace;                  /* CVISOR_VMM_TRACE=net: counters printed at teardown */
 
 	struct net_rx_chain rx_chains[NET_QUEUE_SIZE];
@@ -124,6 +135,12 @@ int virtio_net_add(struct vm *vm, const struct net_config *cfg, unsigned index, 
 struct virtio_net *virtio_net_new(struct tap *backend, const uint8_t mac[6], unsigned index,
 				  const struct guest_memory *mem, struct evloop *loop,
 				  struct cv_error *err);
+/*
+ * Replaces the NIC's receive and/or transmit rate limiter settings (NULL: unchanged), from any
+ * thread (takes the device lock); a frame waiting for tokens is judged again at once.
+ */
+int net_set_rate_limiter(struct virtio_net *n, const struct rate_limiter_config *rx,
+			 const struct rate_limiter_config *tx, struct cv_error *err);
 /* Frees a device whose I/O thread has stopped. */
 void virtio_net_free(struct virtio_net *n);
 

@@ -256,6 +256,51 @@ Test(devices, blk_write_zeroes_from_ext4_lazy_init)
 	sys_free(&r);
 }
 
+/*
+ * Rate limiting seen from a real guest: dd through a disk limited to 2 MiB/s (bw=1M/500) runs
+ * at about that rate, both ways, while the same dd on an unlimited disk beside it is much
+ * faster. The bucket starts full (1 MiB free), so 8 MiB take about 3.5 s; the band accepted
+ * (0.5x to 1.5x) leaves room for a slow emulated host without letting an unlimited disk pass.
+ */
+Test(devices, blk_rate_limit_holds_a_disk_to_its_bandwidth)
+{
+	struct sys_result r = host_script("ratelimit.sh",
+		"truncate -s 16M \"$S/lim.img\" \"$S/free.img\" || exit 99\n"
+		"vm \"$B/cvisor\" run --disk \"$S/lim.img,bw=1M/500\" --disk \"$S/free.img\" -- sh -c '\n"
+		"  cs() { cut -d\" \" -f1 /proc/uptime | tr -d .; }\n"
+		"  a=$(cs); dd if=/dev/vda of=/dev/null bs=1M count=8 iflag=direct 2>/dev/null\n"
+		"  echo \"LIM-READ $?\"; echo \"LIM-READ-CS $(($(cs) - a))\"\n"
+		"  a=$(cs); dd if=/dev/vdb of=/dev/null bs=1M count=8 iflag=direct 2>/dev/null\n"
+		"  echo \"FREE-READ $?\"; echo \"FREE-READ-CS $(($(cs) - a))\"\n"
+		"  a=$(cs); dd if=/dev/zero of=/dev/vda bs=1M count=8 oflag=direct 2>/dev/null\n"
+		"  echo \"LIM-WRITE $?\"; echo \"LIM-WRITE-CS $(($(cs) - a))\"\n"
+		"  a=$(cs); dd if=/dev/zero of=/dev/vdb bs=1M count=8 oflag=direct 2>/dev/null\n"
+		"  echo \"FREE-WRITE $?\"; echo \"FREE-WRITE-CS $(($(cs) - a))\"'\n"
+		"echo \"RUN $?\"\n");
+	expect_num(&r, "RUN", "==", 0, "the guest run");
+	expect_num(&r, "LIM-READ", "==", 0, "read from the limited disk");
+	expect_num(&r, "FREE-READ", "==", 0, "read from the unlimited disk");
+	expect_num(&r, "LIM-WRITE", "==", 0, "write to the limited disk");
+	expect_num(&r, "FREE-WRITE", "==", 0, "write to the unlimited disk");
+	const char *dirs[2][2] = { { "LIM-READ-CS", "FREE-READ-CS" },
+				   { "LIM-WRITE-CS", "FREE-WRITE-CS" } };
+	for (int i = 0; i < 2; i++) {
+		long long lim = num(&r, dirs[i][0]), free_cs = num(&r, dirs[i][1]);
+		/* 8 MiB over at least 3 s; KiB/s = 8192 * 100 / centiseconds. */
+		cr_assert_geq(lim, 300, "%s: %lld cs, the limit did not hold\n%s", dirs[i][0], lim,
+			      r.out);
+		long long kib_s = 8192 * 100 / lim;
+		cr_assert(kib_s >= 1024 && kib_s <= 3072,
+			  "%s: %lld KiB/s through a 2048 KiB/s limit\n%s", dirs[i][0], kib_s, r.out);
+		cr_assert_lt(free_cs * 3, lim, "%s: the unlimited disk took %lld cs, the limited %lld",
+			     dirs[i][1], free_cs, lim);
+	}
+	fprintf(stderr, "rate limit: read %lld cs, write %lld cs (limited); %lld, %lld (free)\n",
+		num(&r, "LIM-READ-CS"), num(&r, "LIM-WRITE-CS"), num(&r, "FREE-READ-CS"),
+		num(&r, "FREE-WRITE-CS"));
+	sys_free(&r);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* virtio-net */
 

@@ -147,8 +147,6 @@ int vm_init(struct vm *vm, const struct vm_config *cfg, struct cv_error *err)
 	memset(vm, 0, sizeof(*vm));
 	vm->kvm.fd = vm->fd = vm->stop_eventfd = vm->uart_drained_eventfd = -1;
 	vm->loop.epfd = vm->loop.wake_fd = -1;
-	vm->api.listen_fd = -1;
-	vm->api_sock = cfg->api_sock;
 	vm->sandbox = cfg->sandbox;
 	vm->console.out_fd = vm->console.in_fd = -1;
 	io_bus_init(&vm->pio, "port I/O");
@@ -253,11 +251,9 @@ int vm_run(struct vm *vm, struct cv_error *err)
 	/* Each thread sandboxes itself where its loop starts (sandbox.h). */
 	vm->loop.on_start = vm_sandbox_io_start;
 	vm->loop.on_start_ctx = vm;
-	api_server_on_thread_start(&vm->api, vm_sandbox_api_start, vm);
 	if (rc == 0)
 		rc = evloop_start(&vm->loop, "io", err);
-	if (rc == 0 && vm->api_sock)
-		rc = api_server_start(&vm->api, vm->api_sock, vmm_api_route, vm, err);
+	vm->started_ns = cv_monotonic_ns();
 	for (unsigned i = 0; rc == 0 && i < vm->n_vcpus; i++)
 		rc = vcpu_start(&vm->vcpus[i], err);
 	if (rc < 0)
@@ -268,7 +264,17 @@ int vm_run(struct vm *vm, struct cv_error *err)
 	uint8_t pending[256];
 	size_t pending_len = 0, pending_off = 0;
 	bool input_open = vm->console.in_fd >= 0;
+	uint64_t next_tick = vm->tick_ms ? cv_monotonic_ns() + vm->tick_ms * 1000000ULL : 0;
 	while (!atomic_load(&vm->stopping)) {
+		int timeout = -1;
+		if (next_tick) {
+			uint64_t now = cv_monotonic_ns();
+			if (now >= next_tick) {
+				vm->tick(vm->tick_ctx);
+				next_tick = now + vm->tick_ms * 1000000ULL;
+			}
+			timeout = (int)((next_tick - now) / 1000000ULL) + 1;
+		}
 		struct pollfd fds[4] = {
 			{ .fd = vm->stop_eventfd, .events = POLLIN },
 			{ .fd = sfd, .events = POLLIN },
@@ -276,7 +282,7 @@ int vm_run(struct vm *vm, struct cv_error *err)
 			{ .fd = (input_open && pending_off == pending_len) ? vm->console.in_fd : -1,
 			  .events = POLLIN },
 		};
-		if (poll(fds, 4, -1) < 0) {
+		if (poll(fds, 4, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
 			vm_request_stop(vm, CV_EXIT_OSERR, "poll: %s", strerror(errno));
@@ -314,7 +320,6 @@ int vm_run(struct vm *vm, struct cv_error *err)
 
 	for (unsigned i = 0; i < vm->n_vcpus; i++)
 		vcpu_join(&vm->vcpus[i]);
-	api_server_stop(&vm->api);
 	evloop_stop(&vm->loop);
 	close(sfd);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);

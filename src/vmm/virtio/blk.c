@@ -704,6 +704,29 @@ int virtio_blk_create(const struct disk_config *cfg, unsigned index,
 	return 0;
 }
 
+int virtio_blk_replace_image(struct virtio_blk *b, const char *path, const char *serial,
+			     struct cv_error *err)
+{
+	struct blk_image img;
+	char *copy = strdup(path);
+	if (!copy)
+		return cv_fail(err, CV_EXIT_OSERR, "out of memory");
+	pthread_mutex_lock(&b->dev.lock);
+	if (blk_image_open(&img, path, b->img.read_only, serial, err) < 0) {
+		pthread_mutex_unlock(&b->dev.lock);
+		free(copy);
+		return -1;
+	}
+	blk_image_close(&b->img);
+	b->img = img;
+	free(b->path);
+	b->path = copy;
+	if (virtio_dev_running(&b->dev))
+		virtio_dev_config_changed(&b->dev);
+	pthread_mutex_unlock(&b->dev.lock);
+	return 0;
+}
+
 int virtio_blk_add(struct vm *vm, const struct disk_config *cfg, unsigned index, struct cv_error *err)
 {
 	struct virtio_blk *b;

@@ -232,14 +232,16 @@ static void patch_net(struct vmm_instance *in, const struct api_request *req,
 }
 
 /*
- * Firecracker types Ctrl-Alt-Del on an emulated i8042 keyboard; cvisor's i8042 is only the
- * reset line (devices/i8042.h), so there is no keyboard to type on yet.
+ * As Firecracker: Ctrl-Alt-Del typed on the i8042 keyboard. A guest whose i8042 driver runs
+ * reboots (reboot=k: the VMM then exits) or tells init; one without the driver ignores it.
  */
 static void vm_send_ctrl_alt_del(struct vm *vm, struct api_response *resp)
 {
-	(void)vm;
-	api_fault(resp, MHD_HTTP_BAD_REQUEST, "SendCtrlAltDel is not supported: cvisor emulates no "
-		  "i8042 keyboard; shut the guest down from inside (poweroff, reboot with reboot=k)");
+	if (!i8042_send_ctrl_alt_del(&vm->i8042))
+		api_fault(resp, MHD_HTTP_BAD_REQUEST, "SendCtrlAltDel: the guest has disabled its "
+			  "keyboard, or has not read the keys sent before");
+	else
+		api_no_content(resp);
 }
 
 static void put_actions(struct vmm_instance *in, const struct api_request *req,
@@ -265,13 +267,9 @@ static void put_actions(struct vmm_instance *in, const struct api_request *req,
 			api_fault(resp, MHD_HTTP_BAD_REQUEST, NOT_AFTER_START);
 			return;
 		}
-		if (instance_start(in, &err) < 0) {
+		if (instance_request_start(in, &err) < 0) {
 			api_fault(resp, MHD_HTTP_BAD_REQUEST, "Start microvm error: %s", err.msg);
 			return;
-		}
-		uint64_t one = 1;
-		if (write(in->start_eventfd, &one, sizeof(one)) < 0) {
-			/* cannot fail: one write to a fresh eventfd */
 		}
 		api_no_content(resp);
 	} else if (strcmp(action, "FlushMetrics") == 0) {

@@ -37,6 +37,7 @@ int instance_init(struct vmm_instance *in, const char *id, struct cv_error *err)
 		return -1;
 	vmm_setup_init(&in->setup);
 	pthread_mutex_init(&in->lock, NULL);
+	pthread_cond_init(&in->start_cond, NULL);
 	vmm_logger_init(&in->log, in->id);
 	vmm_metrics_init(&in->metrics);
 	in->start_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -135,6 +136,44 @@ fail_config:
 	return -1;
 }
 
+int instance_request_start(struct vmm_instance *in, struct cv_error *err)
+{
+	if (!in->restore_state && vmm_setup_check_boot(&in->setup, err) < 0)
+		return -1;
+	if (!in->main_waiting)
+		return cv_fail(err, CV_EXIT_SOFTWARE, "cvisor-vmm is stopping");
+	in->start_requested = true;
+	in->start_done = false;
+	uint64_t one = 1;
+	if (write(in->start_eventfd, &one, sizeof(one)) < 0) {
+		/* cannot fail: the main thread reads the counter before each wait */
+	}
+	while (!in->start_done)
+		pthread_cond_wait(&in->start_cond, &in->lock);
+	in->start_requested = false;
+	if (in->start_rc < 0)
+		*err = in->start_err;
+	return in->start_rc;
+}
+
+/* Main thread: answers a pending InstanceStart. Returns true once the VM is built. */
+static bool serve_start_request(struct vmm_instance *in)
+{
+	pthread_mutex_lock(&in->lock);
+	bool started = false;
+	if (in->start_requested && !in->start_done) {
+		memset(&in->start_err, 0, sizeof(in->start_err));
+		in->start_rc = instance_start(in, &in->start_err);
+		started = in->start_rc == 0;
+		in->start_done = true;
+		if (started)
+			in->main_waiting = false;
+		pthread_cond_broadcast(&in->start_cond);
+	}
+	pthread_mutex_unlock(&in->lock);
+	return started;
+}
+
 /* Waits for InstanceStart or a stop signal; returns 0 when started, else the exit status. */
 static int wait_for_start(struct vmm_instance *in, struct cv_error *err)
 {
@@ -147,6 +186,9 @@ static int wait_for_start(struct vmm_instance *in, struct cv_error *err)
 	int sfd = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sfd < 0)
 		return cv_fail_errno(err, CV_EXIT_OSERR, "signalfd");
+	pthread_mutex_lock(&in->lock);
+	in->main_waiting = true;
+	pthread_mutex_unlock(&in->lock);
 	int status = -1;
 	while (status < 0) {
 		struct pollfd fds[2] = { { .fd = in->start_eventfd, .events = POLLIN },
@@ -164,10 +206,22 @@ static int wait_for_start(struct vmm_instance *in, struct cv_error *err)
 				status = 128 + (int)si.ssi_signo;
 		} else if (fds[0].revents & POLLIN) {
 			uint64_t v;
-			if (read(in->start_eventfd, &v, sizeof(v)) == sizeof(v))
+			if (read(in->start_eventfd, &v, sizeof(v)) == sizeof(v) &&
+			    serve_start_request(in))
 				status = 0;
 		}
 	}
+	/* A request arriving from now on must not wait for a main thread that is leaving. */
+	pthread_mutex_lock(&in->lock);
+	if (status != 0) {
+		in->main_waiting = false;
+		if (in->start_requested && !in->start_done) {
+			in->start_rc = cv_fail(&in->start_err, CV_EXIT_SOFTWARE, "cvisor-vmm is stopping");
+			in->start_done = true;
+			pthread_cond_broadcast(&in->start_cond);
+		}
+	}
+	pthread_mutex_unlock(&in->lock);
 	close(sfd);
 	return status;
 }
@@ -211,5 +265,6 @@ void instance_destroy(struct vmm_instance *in)
 	vmm_metrics_destroy(&in->metrics);
 	vmm_logger_close(&in->log);
 	vmm_setup_destroy(&in->setup);
+	pthread_cond_destroy(&in->start_cond);
 	pthread_mutex_destroy(&in->lock);
 }

@@ -35,7 +35,17 @@ struct vmm_instance {
 	struct vm *vm;               /* built VM; NULL before InstanceStart */
 	_Atomic(struct vm *) running;   /* vm once started: what the API thread's hook reads */
 	const char *restore_state, *restore_memory;   /* --restore: snapshot instead of kernel */
-	int start_eventfd;           /* written when the VM was started from the API */
+	/*
+	 * InstanceStart from the API: the API thread asks (start_requested, start_eventfd) and
+	 * waits on start_cond; the main thread builds the VM - so that everything the VM owns is
+	 * allocated and freed by the one thread, whose sandbox would refuse what glibc does when
+	 * another thread's heap shrinks - and reports start_rc/start_err.
+	 */
+	int start_eventfd;
+	pthread_cond_t start_cond;
+	bool start_requested, start_done, main_waiting;
+	int start_rc;
+	struct cv_error start_err;
 
 	struct api_server api;
 	bool api_running;
@@ -53,10 +63,13 @@ int instance_set_id(struct vmm_instance *in, const char *id, struct cv_error *er
 int instance_api_start(struct vmm_instance *in, const char *path, struct cv_error *err);
 
 /*
- * Builds and boots the VM from the setup (InstanceStart). Caller holds in->lock. On failure
- * nothing is left half-built and the instance can be configured and started again.
+ * Builds and boots the VM from the setup. Main thread, with in->lock held. On failure nothing
+ * is left half-built and the instance can be configured and started again.
  */
 int instance_start(struct vmm_instance *in, struct cv_error *err);
+
+/* InstanceStart on the API thread, with in->lock held: has the main thread start the VM. */
+int instance_request_start(struct vmm_instance *in, struct cv_error *err);
 
 /*
  * Main thread: waits for InstanceStart if the VM is not built yet (SIGINT/SIGTERM end the wait

@@ -368,6 +368,8 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &handled, NULL);
 
 	int status = CV_EXIT_OK;
+	/* Decided before the API serves: from then on its requests may set a kernel too. */
+	bool boot_now = in->setup.boot.kernel || o.restore;
 	if (o.restore) {
 		in->restore_state = o.restore;
 		in->restore_memory = o.memory_file;
@@ -377,7 +379,7 @@ int main(int argc, char **argv)
 	if (status == CV_EXIT_OK && o.api_sock && !o.no_api &&
 	    instance_api_start(in, o.api_sock, &err) < 0)
 		status = err.code;
-	if (status == CV_EXIT_OK && (in->setup.boot.kernel || o.restore)) {
+	if (status == CV_EXIT_OK && boot_now) {
 		pthread_mutex_lock(&in->lock);
 		if (instance_start(in, &err) < 0)
 			status = err.code;

@@ -92,12 +92,19 @@ int vmm_setup_find_net(const struct vmm_setup *s, const char *id)
 	return -1;
 }
 
-int vmm_setup_finalize(struct vmm_setup *s, struct cv_error *err)
+int vmm_setup_check_boot(const struct vmm_setup *s, struct cv_error *err)
 {
-	struct device_config *dc = &s->vm.devices;
 	if (!s->boot.kernel)
 		return cv_fail(err, CV_EXIT_USAGE, "no kernel: set the boot source first "
 			       "(PUT /boot-source, or --kernel)");
+	return 0;
+}
+
+int vmm_setup_finalize(struct vmm_setup *s, struct cv_error *err)
+{
+	struct device_config *dc = &s->vm.devices;
+	if (vmm_setup_check_boot(s, err) < 0)
+		return -1;
 	int root = -1;
 	for (unsigned i = 0; i < dc->n_disks; i++) {
 		if (!dc->disks[i].is_root)

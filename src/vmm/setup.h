@@ -71,6 +71,8 @@ void vmm_setup_destroy(struct vmm_setup *s);
  * Firecracker does; the virtio transport is resolved (mmio when the command line has pci=off).
  */
 int vmm_setup_finalize(struct vmm_setup *s, struct cv_error *err);
+/* The part of finalize's checks that needs no change: is there a kernel to boot? */
+int vmm_setup_check_boot(const struct vmm_setup *s, struct cv_error *err);
 
 /* Index of the drive / NIC with this id (NULL ids answer to "drive<i>" / "net<i>"), or -1. */
 int vmm_setup_find_disk(const struct vmm_setup *s, const char *id);

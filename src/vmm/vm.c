@@ -73,6 +73,11 @@ static void uart_drained(void *ctx)
 	}
 }
 
+static void i8042_irq(void *ctx, int level)
+{
+	vm_set_irq_line(ctx, IRQ_I8042_KBD, level);
+}
+
 static void power_event(void *ctx, enum guest_power_event ev, const char *source)
 {
 	struct vm *vm = ctx;
@@ -106,7 +111,7 @@ static int create_devices(struct vm *vm, struct cv_error *err)
 	};
 	uart_init(&vm->uart, &hooks);
 	struct power_hook power = { vm, power_event };
-	vm->i8042.power = power;
+	i8042_init(&vm->i8042, &power, i8042_irq, vm);
 	acpi_pm_init(&vm->acpi_pm, &power);
 	if (io_bus_register(&vm->pio, PORT_COM1, UART_REGISTERS, &uart_io_ops, &vm->uart,
 			    "uart", err) < 0 ||
@@ -343,6 +348,7 @@ void vm_destroy(struct vm *vm)
 		irq_routing_destroy(&vm->irq);
 	console_close(&vm->console);
 	uart_destroy(&vm->uart);
+	i8042_destroy(&vm->i8042);
 	pthread_mutex_destroy(&vm->acpi_pm.lock);
 	io_bus_free(&vm->pio);
 	io_bus_free(&vm->mmio);

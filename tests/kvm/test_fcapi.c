@@ -33,6 +33,18 @@ struct fc {
 	pid_t pid;
 };
 
+/* The test's VMM and files; the suite's fini kills and removes whatever a failed test left. */
+static struct fc T;
+
+static void fc_cleanup(struct fc *t);
+
+static void fc_teardown(void)
+{
+	fc_cleanup(&T);
+}
+
+TestSuite(fcapi, .fini = fc_teardown);
+
 static void require_kvm(void)
 {
 	if (access("/dev/kvm", R_OK | W_OK) != 0)
@@ -115,6 +127,8 @@ static int fc_wait(struct fc *t, int timeout_s)
 
 static void fc_cleanup(struct fc *t)
 {
+	if (!t->dir[0])
+		return;
 	if (t->pid > 0) {
 		kill(t->pid, SIGKILL);
 		waitpid(t->pid, NULL, 0);
@@ -123,6 +137,7 @@ static void fc_cleanup(struct fc *t)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", t->dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", t->dir);
+	t->dir[0] = 0;
 }
 
 /* One HTTP/1.1 request on the API socket; returns the status, *body the parsed JSON or NULL. */
@@ -190,7 +205,8 @@ static const char *field(json_t *o, const char *key)
 Test(fcapi, vm_configured_through_the_api_boots, .timeout = 60)
 {
 	require_kvm();
-	struct fc t;
+	struct fc *tp = &T;
+#define t (*tp)
 	fc_setup(&t, guest_hello_wait_start, guest_hello_wait_end);
 	char *args[] = { "--api-sock", t.sock, "--id", "fc-test", NULL };
 	fc_spawn(&t, args);
@@ -261,27 +277,30 @@ Test(fcapi, vm_configured_through_the_api_boots, .timeout = 60)
 	cr_assert_str_eq(field(json_object_get(b, "boot-source"), "kernel_image_path"), t.kernel);
 	json_decref(b);
 	cr_assert_eq(http(&t, "PUT", "/actions", "{\"action_type\": \"FlushMetrics\"}", NULL), 204);
+	/* Typed on the i8042 keyboard; this guest does not read it, and keeps running. */
+	cr_assert_eq(http(&t, "PUT", "/actions", "{\"action_type\": \"SendCtrlAltDel\"}", NULL),
+		     204);
 	json_t *line = json_loads(slurp(t.metrics), JSON_DISABLE_EOF_CHECK, NULL);
 	cr_assert_not_null(line, "the metrics file holds a JSON line: %s", slurp(t.metrics));
 	cr_assert_eq(json_array_size(json_object_get(line, "vcpus")), 1);
 	json_decref(line);
 
 	kill(t.pid, SIGTERM);
-	cr_assert_eq(fc_wait(&t, 10), 128 + SIGTERM);
+	int st = fc_wait(&t, 10);
+	cr_assert_eq(st, 128 + SIGTERM, "exit status %d", st);
 	const char *logged = slurp(t.log);
 	cr_assert_not_null(strstr(logged, "[Info] API PUT /actions: 204"), "%s", logged);
 	cr_assert_not_null(strstr(logged, "[Warning] API PUT /boot-source: 400"), "%s", logged);
 	cr_assert_not_null(strstr(logged, "VM started: 1 vCPUs, 64 MiB"), "%s", logged);
 	cr_assert_neq(access(t.sock, F_OK), 0, "the socket is removed at exit");
-	fc_cleanup(&t);
 }
 
 Test(fcapi, config_file_boots_without_the_api, .timeout = 60)
 {
 	require_kvm();
-	struct fc t;
+	struct fc *tp = &T;
 	fc_setup(&t, guest_hello_start, guest_hello_end);
-	char cfg[128], text[1024];
+	char cfg[1024], text[2048];
 	snprintf(cfg, sizeof(cfg), "%s/vm.json", t.dir);
 	snprintf(text, sizeof(text),
 		 "{\"boot-source\": {\"kernel_image_path\": \"%s\", \"boot_args\": \"pci=off\"},\n"
@@ -301,14 +320,13 @@ Test(fcapi, config_file_boots_without_the_api, .timeout = 60)
 	cr_assert_not_null(line);
 	cr_assert_eq(json_array_size(json_object_get(line, "vcpus")), 2);
 	json_decref(line);
-	fc_cleanup(&t);
 }
 
 Test(fcapi, bad_config_file_is_a_usage_error, .timeout = 30)
 {
-	struct fc t;
+	struct fc *tp = &T;
 	fc_setup(&t, guest_hello_start, guest_hello_end);
-	char cfg[128];
+	char cfg[1024];
 	snprintf(cfg, sizeof(cfg), "%s/vm.json", t.dir);
 	FILE *f = fopen(cfg, "w");
 	cr_assert_not_null(f);
@@ -320,5 +338,5 @@ Test(fcapi, bad_config_file_is_a_usage_error, .timeout = 30)
 	char *args2[] = { "--kernel", t.kernel, "--config-file", cfg, NULL };
 	fc_spawn(&t, args2);
 	cr_assert_eq(fc_wait(&t, 10), 64, "--kernel with --config-file: usage error");
-	fc_cleanup(&t);
 }
+#undef t

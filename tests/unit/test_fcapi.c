@@ -218,13 +218,13 @@ Test(fcjson, bad_drives_and_nets)
 		"{\"drive_id\": \"d\", \"path_on_host\": \"\", \"is_root_device\": false}",
 		"{\"drive_id\": \"d\", \"path_on_host\": \"%s\"}",
 		"{\"drive_id\": \"d/x\", \"path_on_host\": \"%s\", \"is_root_device\": false}",
-		"{\"drive_id\": \"d\", \"path_on_host\": \"%s\", \"is_root_device\": false, "
-		"\"cache_type\": \"Fast\"}",
+		("{\"drive_id\": \"d\", \"path_on_host\": \"%s\", \"is_root_device\": false, "
+		 "\"cache_type\": \"Fast\"}"),
 		"{\"drive_id\": \"d\", \"path_on_host\": \"%s\", \"is_root_device\": 1}",
-		"{\"drive_id\": \"d\", \"path_on_host\": \"%s\", \"is_root_device\": false, "
-		"\"socket\": \"/x\"}",
-		"{\"drive_id\": \"d\", \"path_on_host\": \"%s\", \"is_root_device\": true, "
-		"\"partuuid\": \"a b\"}",
+		("{\"drive_id\": \"d\", \"path_on_host\": \"%s\", \"is_root_device\": false, "
+		 "\"socket\": \"/x\"}"),
+		("{\"drive_id\": \"d\", \"path_on_host\": \"%s\", \"is_root_device\": true, "
+		 "\"partuuid\": \"a b\"}"),
 	};
 	for (size_t i = 0; i < sizeof(bad_drive) / sizeof(bad_drive[0]); i++) {
 		/* "%s" stands for the (valid) disk path. */
@@ -252,9 +252,10 @@ Test(fcjson, bad_drives_and_nets)
 	cr_assert_eq(s.vm.devices.nets[0].mac[0], 0xaa);
 	const char *bad_net[] = {
 		"{\"iface_id\": \"eth1\", \"host_dev_name\": \"tap0\"}",        /* tap in use */
-		"{\"iface_id\": \"eth1\", \"host_dev_name\": \"tap1\", \"guest_mac\": "
-		"\"AA:FC:00:00:00:01\"}",                                    /* MAC in use */
-		"{\"iface_id\": \"eth1\", \"host_dev_name\": \"tap1\", \"guest_mac\": \"01:00:00:00:00:01\"}",
+		("{\"iface_id\": \"eth1\", \"host_dev_name\": \"tap1\", \"guest_mac\": "
+		 "\"AA:FC:00:00:00:01\"}"),                                  /* MAC in use */
+		("{\"iface_id\": \"eth1\", \"host_dev_name\": \"tap1\", \"guest_mac\": "
+		 "\"01:00:00:00:00:01\"}"),                                  /* multicast */
 		"{\"iface_id\": \"eth1\", \"host_dev_name\": \"a-name-far-too-long\"}",
 		"{\"iface_id\": \"eth1\"}",
 		"{\"iface_id\": \"eth1\", \"host_dev_name\": \"tap1\", \"rx_rate_limiter\": 5}",

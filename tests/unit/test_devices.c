@@ -313,6 +313,15 @@ Test(power, i8042_keyboard_probe_and_ctrl_alt_del)
 	kbd_out(&k, 4, 0x20);
 	cr_assert_eq(kbd_in(&k, 0), ctr | 0x01, "the command byte written is read back");
 	cr_assert_eq(irq.rises, 0, "controller replies raise no interrupt");
+	/* No aux port, and the probe must learn it without waiting for a timeout. */
+	kbd_out(&k, 4, 0xd3);
+	kbd_out(&k, 0, 0x5a);
+	cr_assert_eq(kbd_in(&k, 4) & 0x21, 0x21, "loopback byte present, from aux");
+	cr_assert_neq(kbd_in(&k, 0), 0x5a, "the loopback fails");
+	kbd_out(&k, 4, 0xa9);
+	uint8_t aux = kbd_in(&k, 0);
+	cr_assert(aux != 0 && aux != 0xfa && aux != 0xff, "aux interface test fails: %#x", aux);
+	cr_assert_eq(irq.rises, 0);
 
 	kbd_out(&k, 0, 0xf2);                 /* atkbd: identify */
 	cr_assert_eq(irq.rises, 1);

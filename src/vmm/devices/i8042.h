@@ -5,6 +5,8 @@
  * reboot (or by signalling init). The controller answers the commands Linux's i8042 driver
  * probes with (read/write the command byte, self tests, port enable/disable) and the keyboard
  * acknowledges the commands atkbd sends (identify, reset, LEDs, typematic rate, scan set).
+ * There is no aux (mouse) port, and the probe learns so at once: the loopback returns a
+ * wrong byte and the interface test reports a stuck clock line, rather than timing out.
  * Bytes for the guest wait in a small queue; each keyboard byte raises IRQ 1 (an edge) when
  * it reaches the output buffer and the command byte enables keyboard interrupts.
  * Scancodes are set 1, as the controller translates by default (command byte bit 6).
@@ -22,6 +24,9 @@
 
 #define I8042_CMD_RESET 0xfe
 #define I8042_QUEUE 32
+#define I8042_SRC_CONTROLLER 0       /* a reply to a controller command: no interrupt */
+#define I8042_SRC_KEYBOARD 1         /* raises IRQ 1 */
+#define I8042_SRC_AUX 2              /* flagged in the status register (aux loopback) */
 
 struct i8042 {
 	struct power_hook power;
@@ -32,7 +37,7 @@ struct i8042 {
 	uint8_t pending;             /* controller command waiting for its data byte, or 0 */
 	uint8_t kbd_pending;         /* keyboard command waiting for its data byte, or 0 */
 	uint8_t queue[I8042_QUEUE];
-	bool queue_irq[I8042_QUEUE]; /* from the keyboard (interrupts), not a controller reply */
+	uint8_t queue_src[I8042_QUEUE];  /* I8042_SRC_*: who the byte comes from */
 	unsigned head, len;
 };
 

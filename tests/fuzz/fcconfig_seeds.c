@@ -52,5 +52,14 @@ int main(int argc, char **argv)
 		  " \"rate_limiter\": {}}");
 	rc |= one(dir, "net-patch", 13, "{\"iface_id\": \"eth0\", \"tx_rate_limiter\": {\"ops\":"
 		  " {\"size\": 1, \"refill_time\": 1}}}");
+	/* Requests through the router: selector 14 + 2 * path index + (0 PUT, 1 PATCH). */
+	rc |= one(dir, "route-boot", 14 + 2 * 5, "{\"kernel_image_path\": \"/dev/null\"}");
+	rc |= one(dir, "route-start", 14 + 2 * 4, "{\"action_type\": \"InstanceStart\"}");
+	rc |= one(dir, "route-machine-patch", 14 + 2 * 3 + 1, "{\"vcpu_count\": 2}");
+	rc |= one(dir, "route-drive", 14 + 2 * 6, "{\"drive_id\": \"rootfs\", \"path_on_host\":"
+		  " \"/dev/null\", \"is_root_device\": true}");
+	rc |= one(dir, "route-drive-patch", 14 + 2 * 6 + 1, "{\"drive_id\": \"rootfs\"}");
+	rc |= one(dir, "route-config", 14 + 2 * 2, "");
+	rc |= one(dir, "route-entropy", 14 + 2 * 10, "");
 	return rc ? 1 : 0;
 }

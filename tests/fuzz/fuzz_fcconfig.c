@@ -5,6 +5,11 @@
  *
  * Input: u8 selector | JSON text (the rest). Paths in the input may name files that exist
  * (the seeds use /dev/null, a readable and writable "file" everywhere).
+ * Selectors past the parsers send the body as a request through the API's router
+ * (instance_api_route, api_setup.c) of an instance that is not started, on one of its paths;
+ * there the invariants are the API's: 204 without a body, 200 with an object, 400 with a
+ * non-empty fault_message, nothing else. /logger and /metrics are left out: they create the
+ * files the input names.
  *
  * Invariants (abort on violation):
  *   - a refused input returns -1 with a message, and leaves the setup exactly as it was
@@ -19,7 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <microhttpd.h>
+
 #include "fcjson.h"
+#include "instance.h"
 
 #define CHECK(c) do { if (!(c)) fail(__LINE__, #c); } while (0)
 
@@ -33,7 +41,51 @@ static _Noreturn void fail(int line, const char *what)
 
 enum { SEL_DOC, SEL_BOOT, SEL_MACHINE, SEL_MACHINE_PATCH, SEL_DRIVE, SEL_NET, SEL_VSOCK,
        SEL_ENTROPY, SEL_BALLOON, SEL_LOGGER, SEL_METRICS, SEL_RATE, SEL_DRIVE_PATCH,
-       SEL_NET_PATCH, SEL_COUNT };
+       SEL_NET_PATCH, SEL_ROUTE, SEL_COUNT = SEL_ROUTE + 2 * 16 };
+
+/* The router's paths (an index from the selector) and methods. */
+static const char *const ROUTE_PATHS[16] = {
+	"/", "/version", "/vm/config", "/machine-config", "/actions", "/boot-source",
+	"/drives/rootfs", "/drives/x", "/network-interfaces/eth0", "/vsock", "/entropy",
+	"/balloon", "/cvisor/metrics", "/vm", "/snapshot/create", "/drives/a.b",
+};
+static const char *const ROUTE_METHODS[2] = { "PUT", "PATCH" };
+
+static struct vmm_instance *inst;
+
+static void route_case(unsigned sel, const uint8_t *body, size_t len)
+{
+	unsigned i = (sel - SEL_ROUTE) / 2;
+	struct api_request req = { .method = ROUTE_METHODS[(sel - SEL_ROUTE) % 2],
+				   .path = ROUTE_PATHS[i] };
+	if (i == 0 || i == 1 || i == 2 || i == 12)
+		req.method = "GET";
+	struct api_response resp = { .status = 500 };
+	if (!api_parse_body((const char *)body, len, (json_t **)&req.body, &resp)) {
+		CHECK(resp.status == MHD_HTTP_BAD_REQUEST);
+		json_decref(resp.body);
+		return;
+	}
+	vmm_setup_destroy(&inst->setup);
+	vmm_setup_init(&inst->setup);
+	instance_api_route(inst, &req, &resp);
+	json_decref((json_t *)req.body);
+	CHECK(resp.status == MHD_HTTP_OK || resp.status == MHD_HTTP_NO_CONTENT ||
+	      resp.status == MHD_HTTP_BAD_REQUEST);
+	CHECK(inst->vm == NULL);
+	if (resp.status == MHD_HTTP_NO_CONTENT)
+		CHECK(resp.body == NULL);
+	else
+		CHECK(resp.body && json_is_object(resp.body));
+	if (resp.status == MHD_HTTP_BAD_REQUEST) {
+		json_t *m = json_object_get(resp.body, "fault_message");
+		CHECK(m && json_is_string(m) && json_string_length(m) > 0);
+	}
+	char *text = resp.body ? json_dumps(resp.body, JSON_COMPACT) : NULL;
+	CHECK(!resp.body || text);
+	free(text);
+	json_decref(resp.body);
+}
 
 /* A setup with something in every part, as a client would have built it. */
 static void base_setup(struct vmm_setup *s)
@@ -112,6 +164,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	unsigned sel = data[0] % SEL_COUNT;
+	if (sel >= SEL_ROUTE) {
+		if (!inst) {
+			struct cv_error e = { 0 };
+			inst = calloc(1, sizeof(*inst));
+			CHECK(inst && instance_init(inst, "fuzz", &e) == 0);
+		}
+		route_case(sel, data + 1, size - 1);
+		return 0;
+	}
 	json_t *v = json_loadb((const char *)data + 1, size - 1, JSON_REJECT_DUPLICATES, NULL);
 	if (!v)
 		return 0;

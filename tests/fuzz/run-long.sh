@@ -62,7 +62,7 @@ declare -A covered=(
   [agent-proto]="src/agent/proto.c"
   [boot]="src/vmm/boot/loader.c src/vmm/boot/elf.c src/vmm/boot/bzimage.c src/vmm/boot/boot.c"
   [api]="src/vmm/api.c src/api/http.c"
-  [fcconfig]="src/vmm/fcjson.c src/vmm/setup.c"
+  [fcconfig]="src/vmm/fcjson.c src/vmm/setup.c src/vmm/api_setup.c"
   [mmio]="src/vmm/virtio/virtio_mmio.c"
   [snapshot]="src/vmm/snapshot/format.c src/vmm/snapshot/shape.c src/vmm/snapshot/platform_state.c"
 )

@@ -104,7 +104,7 @@ static const char walkthrough[] =
 	"\\\"$S/rootfs.ext4\\\", \\\"is_root_device\\\": true, \\\"is_read_only\\\": false}\"\n"
 	"call net PUT /network-interfaces/net1 \"{\\\"iface_id\\\": \\\"net1\\\", \\\"guest_mac\\\": "
 	"\\\"06:00:AC:10:00:02\\\", \\\"host_dev_name\\\": \\\"$T\\\"}\"\n"
-	"call machine PUT /machine-config '{\"vcpu_count\": 2, \"mem_size_mib\": 256}'\n"
+	"call machine PUT /machine-config '{\"vcpu_count\": 1, \"mem_size_mib\": 256}'\n"
 	"call badjson PUT /machine-config '{\"vcpu_count\": 2,'\n"
 	"sleep 0.015\n"
 	"call start PUT /actions '{\"action_type\": \"InstanceStart\"}'\n"
@@ -116,7 +116,7 @@ static const char walkthrough[] =
 	"call cad PUT /actions '{\"action_type\": \"SendCtrlAltDel\"}'\n"
 	"wait $vmm; echo \"VMM $?\"\n"
 	"tr -d '\\r' < \"$S/console\" | grep '^GUEST-'\n"
-	"echo \"LOG-STARTED $(grep -c 'VM started: 2 vCPUs, 256 MiB, 1 drives, 1 NICs, virtio-mmio' "
+	"echo \"LOG-STARTED $(grep -c 'VM started: 1 vCPUs, 256 MiB, 1 drives, 1 NICs, virtio-mmio' "
 	"\"$S/fc.log\")\"\n"
 	"echo \"LOG-ORIGIN $(grep -c '\\[Info\\] \\[api_setup.c:' \"$S/fc.log\")\"\n"
 	"sed 's/^/STDERR /' \"$S/stderr\"\n";

@@ -376,6 +376,8 @@ int main(int argc, char **argv)
 		if (restore_shape(&o, &in->setup.vm, &err) < 0)
 			status = err.code;
 	}
+	/* The main thread will serve InstanceStart: say so before the first request can come. */
+	in->main_waiting = !boot_now;
 	if (status == CV_EXIT_OK && o.api_sock && !o.no_api &&
 	    instance_api_start(in, o.api_sock, &err) < 0)
 		status = err.code;

@@ -1,8 +1,10 @@
 /*
  * Firecracker's getting-started walkthrough, replayed against cvisor-vmm with
  * `curl --unix-socket` in a host where guests boot (the emulated host on PVM machines): the
- * VMM is started with only --api-sock, then the logger, boot source (Firecracker's
- * "console=ttyS0 reboot=k panic=1 pci=off"), a root drive and a network interface are PUT and
+ * VMM is started with only --api-sock, then the logger, boot source (the walkthrough's
+ * "console=ttyS0 reboot=k panic=1 pci=off", plus i8042.nopnp from Firecracker's default
+ * arguments, without which Linux does not probe the keyboard controller that
+ * SendCtrlAltDel types on), a root drive and a network interface are PUT and
  * InstanceStart boots a real Linux guest from an ext4 root file system, on virtio-mmio. The
  * guest's /sbin/init reports what it sees on the serial console; the test reads it there, and
  * checks the HTTP status of every step, the logger's file, 400s with fault messages once the
@@ -99,7 +101,7 @@ static const char walkthrough[] =
 	"call logger PUT /logger \"{\\\"log_path\\\": \\\"$S/fc.log\\\", \\\"level\\\": \\\"Debug\\\", "
 	"\\\"show_level\\\": true, \\\"show_log_origin\\\": true}\"\n"
 	"call boot PUT /boot-source \"{\\\"kernel_image_path\\\": \\\"$K/vmlinux\\\", "
-	"\\\"boot_args\\\": \\\"console=ttyS0 reboot=k panic=1 pci=off\\\"}\"\n"
+	"\\\"boot_args\\\": \\\"console=ttyS0 reboot=k panic=1 pci=off i8042.nopnp\\\"}\"\n"
 	"call rootfs PUT /drives/rootfs \"{\\\"drive_id\\\": \\\"rootfs\\\", \\\"path_on_host\\\": "
 	"\\\"$S/rootfs.ext4\\\", \\\"is_root_device\\\": true, \\\"is_read_only\\\": false}\"\n"
 	"call net PUT /network-interfaces/net1 \"{\\\"iface_id\\\": \\\"net1\\\", \\\"guest_mac\\\": "
@@ -171,7 +173,8 @@ Test(fcapi, firecracker_getting_started_walkthrough)
 
 	/* The guest booted from the drive, as /dev/vda, read-write, on virtio-mmio. */
 	field(&r, "GUEST-CMDLINE", buf, sizeof(buf));
-	cr_assert(strstr(buf, "console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda rw"), "%s", buf);
+	cr_assert(strstr(buf, "console=ttyS0 reboot=k panic=1 pci=off i8042.nopnp root=/dev/vda rw"),
+		  "%s", buf);
 	cr_assert(strstr(buf, "virtio_mmio.device="), "%s", buf);
 	cr_assert_str_eq(field(&r, "GUEST-ROOT", buf, sizeof(buf)), "/dev/root ext4 rw");
 	cr_assert_str_eq(field(&r, "GUEST-MARKER", buf, sizeof(buf)), "fc-rootfs-ok");

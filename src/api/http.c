@@ -96,7 +96,7 @@ int api_get_u64(json_t *obj, const char *key, bool required, uint64_t min, uint6
 		uint64_t *out, struct cv_error *err)
 {
 	json_t *v = obj ? json_object_get(obj, key) : NULL;
-	if (!v) {
+	if (!v || json_is_null(v)) {
 		if (required)
 			return cv_fail(err, CV_EXIT_USAGE, "missing field '%s'", key);
 		return 0;
@@ -112,7 +112,7 @@ int api_get_u64(json_t *obj, const char *key, bool required, uint64_t min, uint6
 int api_get_bool(json_t *obj, const char *key, bool required, bool *out, struct cv_error *err)
 {
 	json_t *v = obj ? json_object_get(obj, key) : NULL;
-	if (!v) {
+	if (!v || json_is_null(v)) {
 		if (required)
 			return cv_fail(err, CV_EXIT_USAGE, "missing field '%s'", key);
 		return 0;
@@ -127,7 +127,7 @@ int api_get_string(json_t *obj, const char *key, bool required, const char **out
 		   struct cv_error *err)
 {
 	json_t *v = obj ? json_object_get(obj, key) : NULL;
-	if (!v) {
+	if (!v || json_is_null(v)) {
 		if (required)
 			return cv_fail(err, CV_EXIT_USAGE, "missing field '%s'", key);
 		return 0;

@@ -71,7 +71,8 @@ void api_ok(struct api_response *resp, json_t *body);
 
 /*
  * Strict field access for request bodies: unknown keys are an error (the first one is named in
- * *unknown), types must match, numbers must be integers in range.
+ * *unknown), types must match, numbers must be integers in range. null is an absent field (as
+ * Firecracker's optional fields take it). The getters return 1 (set), 0 (absent) or -1.
  */
 bool api_only_keys(json_t *obj, const char *const *allowed, const char **unknown);
 /*

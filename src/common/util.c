@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 int cv_read_file(const char *path, size_t max_len, struct cv_buf *out, struct cv_error *err)
@@ -194,4 +195,11 @@ uint64_t cv_host_memory_bytes(void)
 	}
 	fclose(f);
 	return kib * 1024;
+}
+
+uint64_t cv_monotonic_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }

@@ -51,6 +51,9 @@ int cv_cache_dir(char *out, size_t len, struct cv_error *err);
 /* Host RAM in bytes from /proc/meminfo (MemTotal), or 0 if it cannot be read. */
 uint64_t cv_host_memory_bytes(void);
 
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t cv_monotonic_ns(void);
+
 /* snprintf that reports truncation as an error instead of silently cutting paths. */
 int cv_format(char *out, size_t len, struct cv_error *err, const char *fmt, ...) CV_PRINTF(4, 5);
 

@@ -19,11 +19,21 @@
 #define VM_MAX_NETS 8
 #define VM_MAX_VIRTIO 32
 
+/* Firecracker's cache_type: Unsafe ignores the guest's flushes, Writeback honours them. */
+enum disk_cache { DISK_CACHE_UNSAFE = 0, DISK_CACHE_WRITEBACK };
+/* Firecracker's io_engine; cvisor always submits through io_uring (Async). */
+enum disk_io_engine { DISK_IO_SYNC = 0, DISK_IO_ASYNC };
+
 struct disk_config {
 	const char *path;
 	bool read_only;
 	const char *serial;          /* NULL: derived from the image path */
-	struct rate_limiter_config rate_limit;
+	const char *id;              /* drive_id; NULL (from --disk): "drive<index>" */
+	bool is_root;                /* root=/dev/vda (or PARTUUID) goes on the command line */
+	const char *partuuid;        /* with is_root: root=PARTUUID=... instead of /dev/vda */
+	enum disk_cache cache;
+	enum disk_io_engine io_engine;
+	struct rate_limiter_config rate_limiter;
 };
 
 struct net_config {
@@ -31,8 +41,8 @@ struct net_config {
 	int tap_fd;                  /* or an already open TAP fd (-1: none) */
 	uint8_t mac[6];
 	bool has_mac;
-	struct rate_limiter_config rx_rate_limit;   /* frames the guest receives */
-	struct rate_limiter_config tx_rate_limit;   /* frames the guest sends */
+	const char *id;              /* iface_id; NULL (from --net): "net<index>" */
+	struct rate_limiter_config rx_rate_limiter, tx_rate_limiter;
 };
 
 struct vsock_config {
@@ -59,6 +69,7 @@ enum virtio_transport {
 struct device_config {
 	enum virtio_transport transport;
 	bool rng;
+	struct rate_limiter_config rng_rate_limiter;
 	struct disk_config disks[VM_MAX_DISKS];
 	unsigned n_disks;
 	struct net_config nets[VM_MAX_NETS];

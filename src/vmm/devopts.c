@@ -102,7 +102,7 @@ int devopts_disk(char *spec, struct disk_config *out, struct cv_error *err)
 		return cv_fail(err, CV_EXIT_USAGE, "--disk: expected PATH[,ro][,serial=ID]");
 	out->path = path;
 	for (char *t; (t = strtok_r(NULL, ",", &save));) {
-		int rl = devopts_rate_limit(t, &out->rate_limit, "--disk", err);
+		int rl = devopts_rate_limit(t, &out->rate_limiter, "--disk", err);
 		if (rl < 0)
 			return -1;
 		if (rl > 0)
@@ -130,7 +130,7 @@ int devopts_net(char *spec, struct net_config *out, struct cv_error *err)
 		uint64_t fd;
 		bool rx = strncmp(t, "rx_", 3) == 0, tx = strncmp(t, "tx_", 3) == 0;
 		if (rx || tx) {
-			int rl = devopts_rate_limit(t + 3, rx ? &out->rx_rate_limit : &out->tx_rate_limit,
+			int rl = devopts_rate_limit(t + 3, rx ? &out->rx_rate_limiter : &out->tx_rate_limiter,
 						    "--net", err);
 			if (rl < 0)
 				return -1;

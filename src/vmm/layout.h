@@ -51,6 +51,7 @@
 
 #define PORT_COM1  0x3f8
 #define IRQ_COM1   4
+#define IRQ_I8042_KBD 1
 #define PORT_I8042_DATA    0x60
 #define PORT_I8042_COMMAND 0x64
 

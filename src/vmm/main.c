@@ -4,6 +4,7 @@
  * the guest powers off; the exit status says how the guest ended (docs/exit-status.md).
  */
 #include <getopt.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,8 @@
 #include <unistd.h>
 
 #include "devopts.h"
+#include "fcjson.h"
+#include "instance.h"
 #include "exitcodes.h"
 #include "kvm_probe.h"
 #include "snapshot/snapshot.h"
@@ -24,11 +27,15 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: cvisor-vmm --kernel PATH [options]\n"
+		"       cvisor-vmm --config-file FILE [--api-sock PATH | --no-api] [options]\n"
+		"       cvisor-vmm --api-sock PATH [options]\n"
 		"\n"
 		"Boots a Linux kernel (vmlinux ELF with a PVH note or 64-bit entry, or a bzImage) in\n"
-		"a KVM virtual machine with a 16550 serial console.\n"
+		"a KVM virtual machine with a 16550 serial console. Configured by these options, by a\n"
+		"Firecracker-style JSON file, or through the control API before InstanceStart\n"
+		"(docs/api/README.md).\n"
 		"\n"
-		"  --kernel PATH          kernel image (required)\n"
+		"  --kernel PATH          kernel image\n"
 		"  --initrd PATH          initramfs (cpio, plain or gzip); repeat to concatenate up to %d\n"
 		"  --cmdline STRING       kernel command line (default \"%s\")\n"
 		"  --cpus N               vCPUs, 1..%d and at most what KVM allows (default 1)\n"
@@ -53,7 +60,15 @@ static void usage(FILE *out)
 		"  --transport pci|mmio   how virtio devices reach the guest: virtio-pci, or virtio-mmio\n"
 		"                         declared on the kernel command line (virtio_mmio.device=...);\n"
 		"                         default: mmio if the command line has pci=off, else pci\n"
-		"  --api-sock PATH        serve the control API (HTTP+JSON) on the Unix socket PATH\n"
+		"  --api-sock PATH        serve the control API (HTTP+JSON) on the Unix socket PATH;\n"
+		"                         without --kernel or --config-file, wait there for the VM's\n"
+		"                         configuration and PUT /actions {\"action_type\": \"InstanceStart\"}\n"
+		"  --config-file FILE     configuration in Firecracker's JSON shape (boot-source, drives,\n"
+		"                         machine-config, network-interfaces, vsock, balloon, entropy,\n"
+		"                         logger, metrics); boots without API calls\n"
+		"  --no-api               serve no control API (even with --api-sock)\n"
+		"  --id ID                instance id reported by GET / (default anonymous-instance)\n"
+		"  --metrics-path PATH    append a JSON metrics line there every 60 s (PUT /metrics)\n"
 		"  --restore STATE --memory-file MEM\n"
 		"                         resume a snapshot's VM (PUT /snapshot/create) instead of\n"
 		"                         booting a kernel; give the device options it had, in the same\n"
@@ -73,20 +88,23 @@ static void usage(FILE *out)
 		BOOT_MAX_INITRDS, DEFAULT_CMDLINE, VM_MAX_VCPUS, VM_MIN_MEMORY_MIB, DEFAULT_MEMORY_MIB);
 }
 
+/* What the command line says beyond the VM's setup. */
 struct options {
-	struct vm_config vm;
-	struct boot_config boot;
 	bool emulated_host;
 	const char *restore;         /* --restore STATE */
 	const char *memory_file;     /* --memory-file MEM */
-	bool cpus_given, memory_given;
+	const char *api_sock, *config_file, *id;
+	bool no_api;
+	bool cpus_given, memory_given, cmdline_given;
 };
 
-static int parse_args(int argc, char **argv, struct options *o, struct cv_error *err)
+static int parse_args(int argc, char **argv, struct options *o, struct vmm_setup *setup,
+		      struct cv_error *err)
 {
 	enum { OPT_KERNEL = 1, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE,
 	       OPT_EMUHOST, OPT_API_SOCK, OPT_RNG, OPT_DISK, OPT_NET, OPT_VSOCK, OPT_BALLOON, OPT_HELP,
-	       OPT_VERSION, OPT_SECCOMP, OPT_TRANSPORT, OPT_RESTORE, OPT_MEMORY_FILE };
+	       OPT_VERSION, OPT_SECCOMP, OPT_TRANSPORT, OPT_RESTORE, OPT_MEMORY_FILE,
+	       OPT_CONFIG_FILE, OPT_NO_API, OPT_ID, OPT_METRICS_PATH };
 	static const struct option longopts[] = {
 		{ "kernel", required_argument, NULL, OPT_KERNEL },
 		{ "initrd", required_argument, NULL, OPT_INITRD },
@@ -107,14 +125,15 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 		{ "transport", required_argument, NULL, OPT_TRANSPORT },
 		{ "restore", required_argument, NULL, OPT_RESTORE },
 		{ "memory-file", required_argument, NULL, OPT_MEMORY_FILE },
+		{ "config-file", required_argument, NULL, OPT_CONFIG_FILE },
+		{ "no-api", no_argument, NULL, OPT_NO_API },
+		{ "id", required_argument, NULL, OPT_ID },
+		{ "metrics-path", required_argument, NULL, OPT_METRICS_PATH },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(o, 0, sizeof(*o));
-	o->vm.cpus = 1;
-	o->vm.memory_bytes = CV_MiB(DEFAULT_MEMORY_MIB);
-	o->vm.console.kind = CONSOLE_STDIO;
-	o->vm.sandbox = VMM_SANDBOX_KILL;
-	o->boot.cmdline = DEFAULT_CMDLINE;
+	struct vm_config *vm = &setup->vm;
+	struct boot_config *boot = &setup->boot;
 	uint64_t host_mib = cv_host_memory_bytes() >> 20;
 	if (host_mib < VM_MIN_MEMORY_MIB)
 		host_mib = UINT32_MAX;   /* unknown: let mmap decide */
@@ -125,23 +144,24 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 		uint64_t v;
 		switch (c) {
 		case OPT_KERNEL:
-			o->boot.kernel = optarg;
+			boot->kernel = optarg;
 			break;
 		case OPT_INITRD:
-			if (o->boot.n_initrds == BOOT_MAX_INITRDS)
+			if (boot->n_initrds == BOOT_MAX_INITRDS)
 				return cv_fail(err, CV_EXIT_USAGE, "at most %d --initrd files",
 					       BOOT_MAX_INITRDS);
-			o->boot.initrds[o->boot.n_initrds++] = optarg;
+			boot->initrds[boot->n_initrds++] = optarg;
 			break;
 		case OPT_CMDLINE:
-			o->boot.cmdline = optarg;
+			boot->cmdline = optarg;
+			o->cmdline_given = true;
 			break;
 		case OPT_CPUS:
 			if (!cv_parse_u64(optarg, 1, VM_MAX_VCPUS, &v))
 				return cv_fail(err, CV_EXIT_USAGE,
 					       "--cpus '%s': expected a number from 1 to %d", optarg,
 					       VM_MAX_VCPUS);
-			o->vm.cpus = (unsigned)v;
+			vm->cpus = (unsigned)v;
 			o->cpus_given = true;
 			break;
 		case OPT_MEMORY:
@@ -149,47 +169,59 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 				return cv_fail(err, CV_EXIT_USAGE,
 					       "--memory '%s': expected MiB from %d to %llu (this host's RAM)",
 					       optarg, VM_MIN_MEMORY_MIB, (unsigned long long)host_mib);
-			o->vm.memory_bytes = CV_MiB(v);
+			vm->memory_bytes = CV_MiB(v);
 			o->memory_given = true;
 			break;
 		case OPT_CONSOLE:
-			if (console_parse(optarg, &o->vm.console, err) < 0)
+			if (console_parse(optarg, &vm->console, err) < 0)
 				return -1;
 			break;
 		case OPT_EMUHOST:
 			o->emulated_host = true;
 			break;
 		case OPT_RNG:
-			o->vm.devices.rng = true;
+			vm->devices.rng = true;
 			break;
 		case OPT_SECCOMP:
-			if (vmm_sandbox_mode_parse(optarg, &o->vm.sandbox, err) < 0)
+			if (vmm_sandbox_mode_parse(optarg, &vm->sandbox, err) < 0)
 				return -1;
 			break;
 		case OPT_API_SOCK:
-			o->vm.api_sock = optarg;
+			o->api_sock = optarg;
+			break;
+		case OPT_CONFIG_FILE:
+			o->config_file = optarg;
+			break;
+		case OPT_NO_API:
+			o->no_api = true;
+			break;
+		case OPT_ID:
+			o->id = optarg;
+			break;
+		case OPT_METRICS_PATH:
+			setup->metrics.path = optarg;
 			break;
 		case OPT_DISK:
-			if (o->vm.devices.n_disks == VM_MAX_DISKS)
+			if (vm->devices.n_disks == VM_MAX_DISKS)
 				return cv_fail(err, CV_EXIT_USAGE, "at most %d --disk", VM_MAX_DISKS);
-			if (devopts_disk(optarg, &o->vm.devices.disks[o->vm.devices.n_disks++], err) < 0)
+			if (devopts_disk(optarg, &vm->devices.disks[vm->devices.n_disks++], err) < 0)
 				return -1;
 			break;
 		case OPT_NET:
-			if (o->vm.devices.n_nets == VM_MAX_NETS)
+			if (vm->devices.n_nets == VM_MAX_NETS)
 				return cv_fail(err, CV_EXIT_USAGE, "at most %d --net", VM_MAX_NETS);
-			if (devopts_net(optarg, &o->vm.devices.nets[o->vm.devices.n_nets++], err) < 0)
+			if (devopts_net(optarg, &vm->devices.nets[vm->devices.n_nets++], err) < 0)
 				return -1;
 			break;
 		case OPT_VSOCK:
-			if (o->vm.devices.vsock.enabled)
+			if (vm->devices.vsock.enabled)
 				return cv_fail(err, CV_EXIT_USAGE, "only one --vsock");
-			if (devopts_vsock(optarg, &o->vm.devices.vsock, err) < 0)
+			if (devopts_vsock(optarg, &vm->devices.vsock, err) < 0)
 				return -1;
 			break;
 		case OPT_BALLOON: {
 			char empty[1] = "";
-			if (devopts_balloon(optarg ? optarg : empty, &o->vm.devices.balloon, err) < 0)
+			if (devopts_balloon(optarg ? optarg : empty, &vm->devices.balloon, err) < 0)
 				return -1;
 			break;
 		}
@@ -201,9 +233,9 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 			break;
 		case OPT_TRANSPORT:
 			if (strcmp(optarg, "pci") == 0)
-				o->vm.devices.transport = VIRTIO_TRANSPORT_PCI;
+				vm->devices.transport = VIRTIO_TRANSPORT_PCI;
 			else if (strcmp(optarg, "mmio") == 0)
-				o->vm.devices.transport = VIRTIO_TRANSPORT_MMIO;
+				vm->devices.transport = VIRTIO_TRANSPORT_MMIO;
 			else
 				return cv_fail(err, CV_EXIT_USAGE,
 					       "--transport '%s': expected pci or mmio", optarg);
@@ -224,19 +256,33 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 	if (o->restore || o->memory_file) {
 		if (!o->restore || !o->memory_file)
 			return cv_fail(err, CV_EXIT_USAGE, "--restore and --memory-file go together");
-		if (o->boot.kernel || o->boot.n_initrds)
-			return cv_fail(err, CV_EXIT_USAGE, "--restore resumes a snapshot: no --kernel or "
-				       "--initrd");
+		if (boot->kernel || boot->n_initrds || o->config_file)
+			return cv_fail(err, CV_EXIT_USAGE, "--restore resumes a snapshot: no --kernel, "
+				       "--initrd or --config-file");
 		return 0;    /* the rest of the machine comes from the snapshot */
 	}
-	if (!o->boot.kernel)
-		return cv_fail(err, CV_EXIT_USAGE, "--kernel is required (see --help)");
-	struct device_config *dc = &o->vm.devices;
-	if (dc->transport == VIRTIO_TRANSPORT_PCI &&
-	    virtio_mmio_cmdline_disables_pci(o->boot.cmdline))
-		fprintf(stderr, "cvisor-vmm: warning: --transport pci with pci=off on the kernel "
-				"command line: the guest will not see the virtio devices\n");
-	dc->transport = virtio_transport_resolve(dc->transport, o->boot.cmdline);
+	if (o->config_file) {
+		if (boot->kernel || boot->n_initrds || o->cmdline_given || o->cpus_given ||
+		    o->memory_given)
+			return cv_fail(err, CV_EXIT_USAGE, "--config-file has the boot source and machine "
+				       "configuration: no --kernel, --initrd, --cmdline, --cpus or "
+				       "--memory with it");
+		return fc_load_config_file(setup, o->config_file, err);
+	}
+	if (boot->kernel) {
+		/* The command line's own defaults, older than the API's (Firecracker's). */
+		if (!o->memory_given)
+			vm->memory_bytes = CV_MiB(DEFAULT_MEMORY_MIB);
+		if (!o->cmdline_given)
+			boot->cmdline = DEFAULT_CMDLINE;
+		return 0;
+	}
+	if (!o->api_sock || o->no_api)
+		return cv_fail(err, CV_EXIT_USAGE, "--kernel, --config-file or --api-sock is required "
+			       "(see --help)");
+	if (vm->devices.n_disks || vm->devices.n_nets || o->cpus_given || o->memory_given)
+		return cv_fail(err, CV_EXIT_USAGE, "without --kernel the VM is configured through the "
+			       "API: no --disk, --net, --cpus or --memory");
 	return 0;
 }
 
@@ -271,21 +317,21 @@ static int run_in_emulated_host(int argc, char **argv, struct cv_error *err)
 }
 
 /* --restore: the machine's vCPUs, memory and transport are the snapshot's. */
-static int restore_shape(struct options *o, struct cv_error *err)
+static int restore_shape(struct options *o, struct vm_config *vm, struct cv_error *err)
 {
 	struct snap_shape s;
 	if (vm_snapshot_read_shape(o->restore, &s, err) < 0)
 		return -1;
-	if (o->cpus_given && o->vm.cpus != s.n_vcpus)
-		return cv_fail(err, CV_EXIT_USAGE, "--cpus %u: the snapshot has %u vCPUs", o->vm.cpus,
+	if (o->cpus_given && vm->cpus != s.n_vcpus)
+		return cv_fail(err, CV_EXIT_USAGE, "--cpus %u: the snapshot has %u vCPUs", vm->cpus,
 			       s.n_vcpus);
-	if (o->memory_given && o->vm.memory_bytes != s.memory_bytes)
+	if (o->memory_given && vm->memory_bytes != s.memory_bytes)
 		return cv_fail(err, CV_EXIT_USAGE, "--memory %llu: the snapshot has %llu MiB",
-			       (unsigned long long)(o->vm.memory_bytes >> 20),
+			       (unsigned long long)(vm->memory_bytes >> 20),
 			       (unsigned long long)(s.memory_bytes >> 20));
-	o->vm.cpus = s.n_vcpus;
-	o->vm.memory_bytes = s.memory_bytes;
-	o->vm.devices.transport = (enum virtio_transport)s.transport;
+	vm->cpus = s.n_vcpus;
+	vm->memory_bytes = s.memory_bytes;
+	vm->devices.transport = (enum virtio_transport)s.transport;
 	return 0;
 }
 
@@ -293,9 +339,13 @@ int main(int argc, char **argv)
 {
 	struct cv_error err = { 0 };
 	struct options o;
-	if (parse_args(argc, argv, &o, &err) < 0) {
+	struct vmm_instance *in = calloc(1, sizeof(*in));
+	/* The instance id is known only after parsing: give it the default, rename after. */
+	if (!in || instance_init(in, NULL, &err) < 0 ||
+	    parse_args(argc, argv, &o, &in->setup, &err) < 0 ||
+	    (o.id && instance_set_id(in, o.id, &err) < 0)) {
 		cv_error_print(&err, "cvisor-vmm");
-		return err.code;
+		return err.code ? err.code : CV_EXIT_OSERR;
 	}
 
 	struct kvm_host_probe probe;
@@ -313,23 +363,42 @@ int main(int argc, char **argv)
 		return err.code;
 	}
 
-	struct vm vm;
-	struct boot_plan plan;
-	int status;
-	if (o.restore && restore_shape(&o, &err) < 0) {
-		cv_error_print(&err, "cvisor-vmm");
-		return err.code;
+	/* Blocked before any thread starts, so that only the main loop's signalfd sees them. */
+	sigset_t handled;
+	sigemptyset(&handled);
+	sigaddset(&handled, SIGINT);
+	sigaddset(&handled, SIGTERM);
+	sigaddset(&handled, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &handled, NULL);
+
+	int status = CV_EXIT_OK;
+	/* Decided before the API serves: from then on its requests may set a kernel too. */
+	bool boot_now = in->setup.boot.kernel || o.restore;
+	if (o.restore) {
+		in->restore_state = o.restore;
+		in->restore_memory = o.memory_file;
+		if (restore_shape(&o, &in->setup.vm, &err) < 0)
+			status = err.code;
 	}
-	if (vm_init(&vm, &o.vm, &err) < 0 ||
-	    (o.restore ? vm_restore(&vm, o.restore, o.memory_file, &err)
-		       : vm_load_kernel(&vm, &o.boot, &plan, &err)) < 0) {
-		cv_error_print(&err, "cvisor-vmm");
+	/* The main thread will serve InstanceStart: say so before the first request can come. */
+	in->main_waiting = !boot_now;
+	if (status == CV_EXIT_OK && o.api_sock && !o.no_api &&
+	    instance_api_start(in, o.api_sock, &err) < 0)
 		status = err.code;
-	} else {
-		status = vm_run(&vm, &err);
-		if (status != CV_EXIT_OK)
-			fprintf(stderr, "cvisor-vmm: %s\n", vm.stop_reason);
+	if (status == CV_EXIT_OK && boot_now) {
+		pthread_mutex_lock(&in->lock);
+		if (instance_start(in, &err) < 0)
+			status = err.code;
+		pthread_mutex_unlock(&in->lock);
 	}
-	vm_destroy(&vm);
+	if (status == CV_EXIT_OK) {
+		status = instance_run(in, &err);
+		if (status != CV_EXIT_OK)
+			fprintf(stderr, "cvisor-vmm: %s\n", in->vm ? in->vm->stop_reason : err.msg);
+	} else {
+		cv_error_print(&err, "cvisor-vmm");
+	}
+	instance_destroy(in);
+	free(in);
 	return status;
 }

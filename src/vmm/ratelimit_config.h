@@ -1,8 +1,12 @@
 /*
- * I/O rate limiter settings as the API and the command line give them (Firecracker's
- * RateLimiter object): a bandwidth bucket (bytes) and an operations bucket, each with a size,
- * a one-time burst and the time in milliseconds to refill the whole size. A bucket with enabled
- * false, size 0 or refill_time_ms 0 does not limit. The limiter itself is ratelimit.h.
+ * What a rate limiter is asked to do, as the control API and --config-file describe it
+ * (Firecracker's RateLimiter object: {"bandwidth": TokenBucket, "ops": TokenBucket}), shared
+ * between the configuration parser (fcjson.c) and the token-bucket implementation in
+ * ratelimit.c. A bucket holds `size` tokens (bytes or operations), refilled completely every
+ * refill_time_ms; one_time_burst extra tokens are granted once at start. A bucket with size or
+ * refill time 0 does not limit (enabled is false).
+ * Live changes (PATCH /drives, PATCH /network-interfaces) reach the devices through
+ * vm_apply_rate_limiter (instance.h).
  */
 #ifndef CVISOR_VMM_RATELIMIT_CONFIG_H
 #define CVISOR_VMM_RATELIMIT_CONFIG_H
@@ -10,7 +14,18 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-struct token_bucket_config { uint64_t size, one_time_burst, refill_time_ms; bool enabled; };
-struct rate_limiter_config { struct token_bucket_config bandwidth, ops; };
+struct token_bucket_config {
+	uint64_t size, one_time_burst, refill_time_ms;
+	bool enabled;
+};
+
+struct rate_limiter_config {
+	struct token_bucket_config bandwidth, ops;
+};
+
+static inline bool rate_limiter_enabled(const struct rate_limiter_config *rl)
+{
+	return rl->bandwidth.enabled || rl->ops.enabled;
+}
 
 #endif

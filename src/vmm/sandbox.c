@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/if_tun.h>
+#include <linux/fs.h>
 #include <linux/kvm.h>
 #include <seccomp.h>
 #include <stdint.h>
@@ -319,6 +320,19 @@ static void grp_snapshot_files(struct builder *b)
 }
 
 /*
+ * PATCH /drives/ID {"path_on_host"} on the API thread: the new image is opened (openat is in
+ * grp_snapshot_files), locked against other writers (F_OFD_SETLK) and, for a host block
+ * device, sized (BLKGETSIZE64, BLKSSZGET). The API client names the file, as it does for
+ * snapshots.
+ */
+static void grp_drive_swap(struct builder *b)
+{
+	ALLOW_IF(b, fcntl, ARG32(1, F_OFD_SETLK));
+	static const struct ioctl_req reqs[] = { REQ(BLKGETSIZE64), REQ(BLKSSZGET) };
+	ALLOW_IOCTLS(b, reqs);
+}
+
+/*
  * libmicrohttpd's server thread (internal polling with poll()): accepting on the listening
  * socket it was given, per-connection socket options, its inter-thread wake-up.
  */
@@ -335,7 +349,8 @@ static void grp_api(struct builder *b)
 /*
  * The main thread after start: waiting for console input, signals (signalfd) and the stop
  * request; kicking vCPUs out of KVM_RUN (tgkill, in grp_threads); at the end restoring the
- * terminal (TCSETS) and removing the sockets it created (API, vsock listener).
+ * terminal (TCSETS) and removing the sockets it created (API, vsock listener); flushing the
+ * metrics file every 60 s.
  */
 static void grp_main(struct builder *b)
 {
@@ -344,6 +359,7 @@ static void grp_main(struct builder *b)
 	ALLOW(b, unlink);
 	ALLOW(b, unlinkat);
 	ALLOW(b, newfstatat);        /* vsock checks its listener is still its own before unlink */
+	ALLOW(b, pread64);           /* metrics: VMM RSS from /proc/self/statm, opened before */
 	static const struct ioctl_req reqs[] = { REQ(TCSETS), REQ(TCSETSW), REQ(TCGETS) };
 	ALLOW_IOCTLS(b, reqs);
 }
@@ -395,6 +411,7 @@ static void build_role(struct builder *b, enum vmm_thread_role role, pid_t self)
 		grp_vcpu_state(b);
 		grp_vm_state(b);
 		grp_snapshot_files(b);
+		grp_drive_swap(b);
 		break;
 	case VMM_ROLE_MAIN:
 	case VMM_ROLE_COUNT:

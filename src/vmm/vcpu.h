@@ -29,6 +29,7 @@ struct vcpu {
 	pthread_t thread;
 	bool thread_started;
 	atomic_uint_fast64_t stats[VCPU_STAT_COUNT];
+	atomic_uint_fast64_t run_ns;     /* time spent inside KVM_RUN (metrics) */
 };
 
 int vcpu_create(struct vm *vm, unsigned id, struct vcpu *v, struct cv_error *err);

@@ -73,6 +73,11 @@ static void uart_drained(void *ctx)
 	}
 }
 
+static void i8042_irq(void *ctx, int level)
+{
+	vm_set_irq_line(ctx, IRQ_I8042_KBD, level);
+}
+
 static void power_event(void *ctx, enum guest_power_event ev, const char *source)
 {
 	struct vm *vm = ctx;
@@ -106,7 +111,7 @@ static int create_devices(struct vm *vm, struct cv_error *err)
 	};
 	uart_init(&vm->uart, &hooks);
 	struct power_hook power = { vm, power_event };
-	vm->i8042.power = power;
+	i8042_init(&vm->i8042, &power, i8042_irq, vm);
 	acpi_pm_init(&vm->acpi_pm, &power);
 	if (io_bus_register(&vm->pio, PORT_COM1, UART_REGISTERS, &uart_io_ops, &vm->uart,
 			    "uart", err) < 0 ||
@@ -147,8 +152,6 @@ int vm_init(struct vm *vm, const struct vm_config *cfg, struct cv_error *err)
 	memset(vm, 0, sizeof(*vm));
 	vm->kvm.fd = vm->fd = vm->stop_eventfd = vm->uart_drained_eventfd = -1;
 	vm->loop.epfd = vm->loop.wake_fd = -1;
-	vm->api.listen_fd = -1;
-	vm->api_sock = cfg->api_sock;
 	vm->sandbox = cfg->sandbox;
 	vm->console.out_fd = vm->console.in_fd = -1;
 	io_bus_init(&vm->pio, "port I/O");
@@ -253,11 +256,9 @@ int vm_run(struct vm *vm, struct cv_error *err)
 	/* Each thread sandboxes itself where its loop starts (sandbox.h). */
 	vm->loop.on_start = vm_sandbox_io_start;
 	vm->loop.on_start_ctx = vm;
-	api_server_on_thread_start(&vm->api, vm_sandbox_api_start, vm);
 	if (rc == 0)
 		rc = evloop_start(&vm->loop, "io", err);
-	if (rc == 0 && vm->api_sock)
-		rc = api_server_start(&vm->api, vm->api_sock, vmm_api_route, vm, err);
+	vm->started_ns = cv_monotonic_ns();
 	for (unsigned i = 0; rc == 0 && i < vm->n_vcpus; i++)
 		rc = vcpu_start(&vm->vcpus[i], err);
 	if (rc < 0)
@@ -268,7 +269,17 @@ int vm_run(struct vm *vm, struct cv_error *err)
 	uint8_t pending[256];
 	size_t pending_len = 0, pending_off = 0;
 	bool input_open = vm->console.in_fd >= 0;
+	uint64_t next_tick = vm->tick_ms ? cv_monotonic_ns() + vm->tick_ms * 1000000ULL : 0;
 	while (!atomic_load(&vm->stopping)) {
+		int timeout = -1;
+		if (next_tick) {
+			uint64_t now = cv_monotonic_ns();
+			if (now >= next_tick) {
+				vm->tick(vm->tick_ctx);
+				next_tick = now + vm->tick_ms * 1000000ULL;
+			}
+			timeout = (int)((next_tick - now) / 1000000ULL) + 1;
+		}
 		struct pollfd fds[4] = {
 			{ .fd = vm->stop_eventfd, .events = POLLIN },
 			{ .fd = sfd, .events = POLLIN },
@@ -276,7 +287,7 @@ int vm_run(struct vm *vm, struct cv_error *err)
 			{ .fd = (input_open && pending_off == pending_len) ? vm->console.in_fd : -1,
 			  .events = POLLIN },
 		};
-		if (poll(fds, 4, -1) < 0) {
+		if (poll(fds, 4, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
 			vm_request_stop(vm, CV_EXIT_OSERR, "poll: %s", strerror(errno));
@@ -314,7 +325,6 @@ int vm_run(struct vm *vm, struct cv_error *err)
 
 	for (unsigned i = 0; i < vm->n_vcpus; i++)
 		vcpu_join(&vm->vcpus[i]);
-	api_server_stop(&vm->api);
 	evloop_stop(&vm->loop);
 	close(sfd);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -338,6 +348,7 @@ void vm_destroy(struct vm *vm)
 		irq_routing_destroy(&vm->irq);
 	console_close(&vm->console);
 	uart_destroy(&vm->uart);
+	i8042_destroy(&vm->i8042);
 	pthread_mutex_destroy(&vm->acpi_pm.lock);
 	io_bus_free(&vm->pio);
 	io_bus_free(&vm->mmio);

@@ -39,7 +39,6 @@ struct vm_config {
 	uint64_t memory_bytes;
 	struct console_config console;
 	struct device_config devices;
-	const char *api_sock;        /* control API socket path, or NULL */
 	enum vmm_sandbox_mode sandbox;   /* seccomp + capabilities after setup (sandbox.h) */
 };
 
@@ -66,8 +65,14 @@ struct vm {
 	unsigned n_virtio;
 	struct virtio_mmio_bus *virtio_mmio; /* NULL: the virtio devices are on PCI */
 	struct virtio_balloon *balloon;      /* NULL unless configured */
-	const char *api_sock;
-	struct api_server api;
+	/*
+	 * Called on the main thread every tick_ms while the VM runs (0: never) - the metrics
+	 * file's periodic flush. Set before vm_run.
+	 */
+	void (*tick)(void *ctx);
+	void *tick_ctx;
+	unsigned tick_ms;
+	uint64_t started_ns;         /* CLOCK_MONOTONIC when vm_run started the vCPUs */
 	enum vmm_sandbox_mode sandbox;
 	atomic_bool sandbox_armed;   /* every thread started: the API thread may lock down */
 

@@ -53,7 +53,7 @@ fi
 shift
 
 # Every target: the code under test (for --coverage) and the longest input worth generating.
-names=(virtq blk net vsock agent-proto boot api mmio snapshot)
+names=(virtq blk net vsock agent-proto boot api fcconfig mmio snapshot)
 declare -A covered=(
   [virtq]="src/vmm/virtio/virtq.c src/vmm/memory.c"
   [blk]="src/vmm/virtio/blk.c src/vmm/block/image.c src/vmm/block/aio.c"
@@ -62,11 +62,12 @@ declare -A covered=(
   [agent-proto]="src/agent/proto.c"
   [boot]="src/vmm/boot/loader.c src/vmm/boot/elf.c src/vmm/boot/bzimage.c src/vmm/boot/boot.c"
   [api]="src/vmm/api.c src/api/http.c"
+  [fcconfig]="src/vmm/fcjson.c src/vmm/setup.c src/vmm/api_setup.c"
   [mmio]="src/vmm/virtio/virtio_mmio.c"
   [snapshot]="src/vmm/snapshot/format.c src/vmm/snapshot/shape.c src/vmm/snapshot/platform_state.c"
 )
 declare -A max_len=( [virtq]=24576 [blk]=8192 [net]=8192 [vsock]=8192 [agent-proto]=16384
-                     [boot]=16384 [api]=4096 [mmio]=4096 [snapshot]=8192 )
+                     [boot]=16384 [api]=4096 [fcconfig]=4096 [mmio]=4096 [snapshot]=8192 )
 if [ $# -gt 0 ]; then
   for n in "$@"; do
     [ -n "${covered[$n]:-}" ] || { echo "$0: unknown target '$n' (${names[*]})" >&2; exit 2; }

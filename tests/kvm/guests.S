@@ -38,6 +38,26 @@ hello_msg:
 	.asciz "hello from the guest\n"
 guest_hello_end:
 
+/*
+ * Hello, then wait: prints a line and halts with interrupts off, so the VM stays running until
+ * the VMM stops it (control API tests look at a running VM).
+ */
+	.globl guest_hello_wait_start, guest_hello_wait_end
+guest_hello_wait_start:
+	lea hello_wait_msg(%rip), %rsi
+	mov $PORT_COM1, %dx
+1:	lodsb
+	test %al, %al
+	jz 2f
+	out %al, %dx
+	jmp 1b
+2:	cli
+	hlt
+	jmp 2b
+hello_wait_msg:
+	.asciz "hello from an API-configured guest\n"
+guest_hello_wait_end:
+
 /* MMIO: writes a 32-bit value, reads one back and stores it where the VMM can see it. */
 	.globl guest_mmio_start, guest_mmio_end
 guest_mmio_start:

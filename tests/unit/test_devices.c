@@ -253,7 +253,9 @@ Test(power, acpi_pm1_control_and_reset)
 Test(power, i8042_reset_command)
 {
 	struct power_log log = { 0 };
-	struct i8042 k = { .power = { &log, on_power } };
+	struct power_hook hook = { &log, on_power };
+	struct i8042 k;
+	i8042_init(&k, &hook, NULL, NULL);
 	uint8_t status;
 	i8042_io_ops.read(&k, 4, &status, 1);
 	cr_assert_eq(status & 0x02, 0, "input buffer empty, so kb_wait() returns");
@@ -264,4 +266,90 @@ Test(power, i8042_reset_command)
 	cr_assert_eq(log.reset, 0, "0xfe on the data port is not a command");
 	i8042_io_ops.write(&k, 4, &v, 1);
 	cr_assert_eq(log.reset, 1);
+	i8042_destroy(&k);
+}
+
+struct irq_log {
+	int rises, level;
+};
+
+static void on_irq(void *ctx, int level)
+{
+	struct irq_log *l = ctx;
+	if (level && !l->level)
+		l->rises++;
+	l->level = level;
+}
+
+static uint8_t kbd_in(struct i8042 *k, unsigned port)
+{
+	uint8_t v = 0xcc;
+	i8042_io_ops.read(k, port, &v, 1);
+	return v;
+}
+
+static void kbd_out(struct i8042 *k, unsigned port, uint8_t v)
+{
+	i8042_io_ops.write(k, port, &v, 1);
+}
+
+/* What Linux's i8042 driver and atkbd do at probe, then SendCtrlAltDel. */
+Test(power, i8042_keyboard_probe_and_ctrl_alt_del)
+{
+	struct power_log log = { 0 };
+	struct power_hook hook = { &log, on_power };
+	struct irq_log irq = { 0 };
+	struct i8042 k;
+	i8042_init(&k, &hook, on_irq, &irq);
+	cr_assert_eq(kbd_in(&k, 4) & 1, 0, "nothing to read at first");
+	kbd_out(&k, 4, 0xaa);
+	cr_assert_eq(kbd_in(&k, 4) & 1, 1);
+	cr_assert_eq(kbd_in(&k, 0), 0x55, "controller self test passes");
+	kbd_out(&k, 4, 0x20);
+	uint8_t ctr = kbd_in(&k, 0);
+	cr_assert(ctr & 0x40, "translation on: set 1 scancodes");
+	kbd_out(&k, 4, 0x60);
+	kbd_out(&k, 0, (uint8_t)(ctr | 0x01));
+	kbd_out(&k, 4, 0x20);
+	cr_assert_eq(kbd_in(&k, 0), ctr | 0x01, "the command byte written is read back");
+	cr_assert_eq(irq.rises, 0, "controller replies raise no interrupt");
+	/* No aux port, and the probe must learn it without waiting for a timeout. */
+	kbd_out(&k, 4, 0xd3);
+	kbd_out(&k, 0, 0x5a);
+	cr_assert_eq(kbd_in(&k, 4) & 0x21, 0x21, "loopback byte present, from aux");
+	cr_assert_neq(kbd_in(&k, 0), 0x5a, "the loopback fails");
+	kbd_out(&k, 4, 0xa9);
+	uint8_t aux = kbd_in(&k, 0);
+	cr_assert(aux != 0 && aux != 0xfa && aux != 0xff, "aux interface test fails: %#x", aux);
+	cr_assert_eq(irq.rises, 0);
+
+	kbd_out(&k, 0, 0xf2);                 /* atkbd: identify */
+	cr_assert_eq(irq.rises, 1);
+	cr_assert_eq(kbd_in(&k, 0), 0xfa);
+	cr_assert_eq(irq.rises, 2, "each keyboard byte is an edge");
+	cr_assert_eq(kbd_in(&k, 0), 0xab);
+	cr_assert_eq(kbd_in(&k, 0), 0x83);
+	cr_assert_eq(kbd_in(&k, 4) & 1, 0);
+	kbd_out(&k, 0, 0xed);                 /* LEDs + their data byte: two ACKs */
+	cr_assert_eq(kbd_in(&k, 0), 0xfa);
+	kbd_out(&k, 0, 0x00);
+	cr_assert_eq(kbd_in(&k, 0), 0xfa);
+
+	irq.rises = 0;
+	cr_assert(i8042_send_ctrl_alt_del(&k));
+	const uint8_t want[] = { 0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d };
+	for (size_t i = 0; i < sizeof(want); i++) {
+		cr_assert_eq(kbd_in(&k, 4) & 1, 1);
+		cr_assert_eq(kbd_in(&k, 0), want[i], "byte %zu", i);
+	}
+	cr_assert_eq(irq.rises, 8);
+	cr_assert_eq(log.reset, 0);
+
+	kbd_out(&k, 4, 0xad);                 /* keyboard disabled: nothing can be typed */
+	cr_assert_not(i8042_send_ctrl_alt_del(&k));
+	kbd_out(&k, 4, 0xae);
+	for (int i = 0; i < 4; i++)
+		cr_assert(i8042_send_ctrl_alt_del(&k), "4 x 8 bytes fit the queue");
+	cr_assert_not(i8042_send_ctrl_alt_del(&k), "the queue is full until the guest reads");
+	i8042_destroy(&k);
 }

@@ -295,7 +295,7 @@ Test(options, disk_rate_limits)
 	cr_assert_eq(devopts_disk(spec, &d, &err), 0, "%s", err.msg);
 	cr_assert_str_eq(d.path, "/img");
 	cr_assert(d.read_only);
-	const struct rate_limiter_config *r = &d.rate_limit;
+	const struct rate_limiter_config *r = &d.rate_limiter;
 	cr_assert(r->bandwidth.enabled && r->ops.enabled);
 	cr_assert_eq(r->bandwidth.size, 2u << 20);
 	cr_assert_eq(r->bandwidth.refill_time_ms, 1000);
@@ -306,7 +306,7 @@ Test(options, disk_rate_limits)
 
 	char plain[] = "/img";
 	cr_assert_eq(devopts_disk(plain, &d, &err), 0);
-	cr_assert(!d.rate_limit.bandwidth.enabled && !d.rate_limit.ops.enabled);
+	cr_assert(!d.rate_limiter.bandwidth.enabled && !d.rate_limiter.ops.enabled);
 
 	const char *bad[] = { "/i,bw=2M", "/i,bw=0/1000", "/i,bw=1/0", "/i,bw=/10", "/i,bw=1X/10",
 			      "/i,ops=-1/10", "/i,bw=99999999999G/1", "/i,bw_burst=", "/i,ops=5/",
@@ -325,13 +325,13 @@ Test(options, net_rate_limits_per_direction)
 	struct net_config n;
 	struct cv_error err = { 0 };
 	cr_assert_eq(devopts_net(spec, &n, &err), 0, "%s", err.msg);
-	cr_assert(n.rx_rate_limit.bandwidth.enabled);
-	cr_assert_eq(n.rx_rate_limit.bandwidth.size, 10u << 20);
-	cr_assert_eq(n.rx_rate_limit.bandwidth.refill_time_ms, 100);
-	cr_assert(!n.rx_rate_limit.ops.enabled);
-	cr_assert(!n.tx_rate_limit.bandwidth.enabled);
-	cr_assert_eq(n.tx_rate_limit.ops.size, 1000);
-	cr_assert_eq(n.tx_rate_limit.ops.one_time_burst, 50);
+	cr_assert(n.rx_rate_limiter.bandwidth.enabled);
+	cr_assert_eq(n.rx_rate_limiter.bandwidth.size, 10u << 20);
+	cr_assert_eq(n.rx_rate_limiter.bandwidth.refill_time_ms, 100);
+	cr_assert(!n.rx_rate_limiter.ops.enabled);
+	cr_assert(!n.tx_rate_limiter.bandwidth.enabled);
+	cr_assert_eq(n.tx_rate_limiter.ops.size, 1000);
+	cr_assert_eq(n.tx_rate_limiter.ops.one_time_burst, 50);
 	char bad[] = "tap=t0,rx_bandwidth=1/1";
 	cr_assert_eq(devopts_net(bad, &n, &err), -1);
 	char bad2[] = "tap=t0,tx_bw=5";

@@ -1,5 +1,5 @@
 /*
- * Fixed platform devices for snapshots (see state.h). The i8042 keeps no state.
+ * Fixed platform devices for snapshots (see state.h). The i8042 keyboard is not saved (i8042.h).
  *   PLATFORM payload: UART u8 ier lcr mcr lsr msr scr dll dlm fcr | u8 thr_interrupt |
  *     u8 irq_level | blob RX FIFO contents (oldest first, at most 64) | ACPI PM u16 enable |
  *     u16 control

@@ -191,6 +191,11 @@ int acpi_build(const struct acpi_params *p, uint8_t *buf, size_t cap, size_t *le
 	put_le32(fadt + ACPI_FADT_PM1A_CNT_BLK, PORT_ACPI_PM1A_CNT);
 	fadt[ACPI_FADT_PM1_EVT_LEN] = ACPI_PM1_EVT_LEN;
 	fadt[ACPI_FADT_PM1_CNT_LEN] = ACPI_PM1_CNT_LEN;
+	/*
+	 * No "8042 present" bit although there is one (devices/i8042.h): Linux then probes it
+	 * only when told to (i8042.nopnp, as in Firecracker's default boot arguments), and other
+	 * guests boot as before, without a keyboard probe.
+	 */
 	put_le16(fadt + ACPI_FADT_IAPC_BOOT_ARCH,
 		 (1u << 2) | (1u << 5));                 /* no VGA, no CMOS RTC */
 	put_le32(fadt + ACPI_FADT_FLAGS,

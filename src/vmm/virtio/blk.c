@@ -773,13 +773,36 @@ int virtio_blk_create(const struct disk_config *cfg, unsigned index,
 		return cv_error_wrap(err, "--disk %s", cfg->path);
 	}
 	b->completion_watched = true;
-	if (rate_limiter_config_check(&cfg->rate_limit, "rate limit", err) < 0 ||
+	if (rate_limiter_config_check(&cfg->rate_limiter, "rate limit", err) < 0 ||
 	    rl_timer_init(&b->rl_timer, loop, on_rl_timer, b, err) < 0) {
 		virtio_blk_destroy(b);
 		return cv_error_wrap(err, "--disk %s", cfg->path);
 	}
-	rate_limiter_configure(&b->rl, &cfg->rate_limit);
+	rate_limiter_configure(&b->rl, &cfg->rate_limiter);
 	*out = b;
+	return 0;
+}
+
+int virtio_blk_replace_image(struct virtio_blk *b, const char *path, const char *serial,
+			     struct cv_error *err)
+{
+	struct blk_image img;
+	char *copy = strdup(path);
+	if (!copy)
+		return cv_fail(err, CV_EXIT_OSERR, "out of memory");
+	pthread_mutex_lock(&b->dev.lock);
+	if (blk_image_open(&img, path, b->img.read_only, serial, err) < 0) {
+		pthread_mutex_unlock(&b->dev.lock);
+		free(copy);
+		return -1;
+	}
+	blk_image_close(&b->img);
+	b->img = img;
+	free(b->path);
+	b->path = copy;
+	if (virtio_dev_running(&b->dev))
+		virtio_dev_config_changed(&b->dev);
+	pthread_mutex_unlock(&b->dev.lock);
 	return 0;
 }
 

@@ -133,6 +133,15 @@ int blk_set_rate_limiter(struct virtio_blk *b, const struct rate_limiter_config 
 /* Waits for in-flight I/O and frees the device (the owner callback of vm_virtio_plug). */
 void virtio_blk_destroy(void *owner);
 
+/*
+ * PATCH /drives/ID {"path_on_host"}: the device continues on the image at `path`, opened with
+ * the same read-only mode and serial source, and the driver is told the capacity may have
+ * changed (configuration interrupt). Call with the VM paused (no request in flight); on failure
+ * the old image stays.
+ */
+int virtio_blk_replace_image(struct virtio_blk *b, const char *path, const char *serial,
+			     struct cv_error *err);
+
 struct vm;
 
 int virtio_blk_add(struct vm *vm, const struct disk_config *cfg, unsigned index, struct cv_error *err);

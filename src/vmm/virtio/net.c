@@ -1020,7 +1020,7 @@ int virtio_net_add(struct vm *vm, const struct net_config *cfg, unsigned index, 
 		return -1;
 	const char *trace = getenv("CVISOR_VMM_TRACE");
 	n->trace = trace && strstr(trace, "net");
-	if (net_set_rate_limiter(n, &cfg->rx_rate_limit, &cfg->tx_rate_limit, err) < 0) {
+	if (net_set_rate_limiter(n, &cfg->rx_rate_limiter, &cfg->tx_rate_limiter, err) < 0) {
 		virtio_net_free(n);
 		return cv_error_wrap(err, "--net");
 	}

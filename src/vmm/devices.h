@@ -19,16 +19,23 @@
 #define VM_MAX_VIRTIO 32
 
 struct disk_config {
+	const char *id;              /* API drive_id; NULL: "driveN" by position */
 	const char *path;
 	bool read_only;
 	const char *serial;          /* NULL: derived from the image path */
 };
 
 struct net_config {
+	const char *id;              /* API iface_id; NULL: "ethN" by position */
 	const char *tap;             /* TAP interface name to open (or create) */
 	int tap_fd;                  /* or an already open TAP fd (-1: none) */
 	uint8_t mac[6];
 	bool has_mac;
+	/*
+	 * Restore only: mac replaces the snapshot's (a clone's new address). The device shows it
+	 * in its configuration space; the guest keeps its old address until it applies the new.
+	 */
+	bool mac_override;
 };
 
 struct vsock_config {

@@ -13,6 +13,7 @@
 #include "devopts.h"
 #include "exitcodes.h"
 #include "kvm_probe.h"
+#include "preboot.h"
 #include "snapshot/snapshot.h"
 #include "util.h"
 #include "vm.h"
@@ -24,6 +25,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: cvisor-vmm --kernel PATH [options]\n"
+		"       cvisor-vmm --api-sock PATH [--console ...] [--seccomp ...]\n"
 		"\n"
 		"Boots a Linux kernel (vmlinux ELF with a PVH note or 64-bit entry, or a bzImage) in\n"
 		"a KVM virtual machine with a 16550 serial console.\n"
@@ -49,7 +51,11 @@ static void usage(FILE *out)
 		"  --transport pci|mmio   how virtio devices reach the guest: virtio-pci, or virtio-mmio\n"
 		"                         declared on the kernel command line (virtio_mmio.device=...);\n"
 		"                         default: mmio if the command line has pci=off, else pci\n"
-		"  --api-sock PATH        serve the control API (HTTP+JSON) on the Unix socket PATH\n"
+		"  --api-sock PATH        serve the control API (HTTP+JSON) on the Unix socket PATH;\n"
+		"                         without --kernel, wait there for PUT /snapshot/load to\n"
+		"                         make the VM from a snapshot (as a fresh Firecracker does)\n"
+		"  --track-dirty-pages    log the pages the guest and devices write, so that\n"
+		"                         PUT /snapshot/create can write \"Diff\" snapshots\n"
 		"  --restore STATE --memory-file MEM\n"
 		"                         resume a snapshot's VM (PUT /snapshot/create) instead of\n"
 		"                         booting a kernel; give the device options it had, in the same\n"
@@ -76,13 +82,21 @@ struct options {
 	const char *restore;         /* --restore STATE */
 	const char *memory_file;     /* --memory-file MEM */
 	bool cpus_given, memory_given;
+	bool preboot;                /* --api-sock alone: wait for PUT /snapshot/load */
 };
+
+static bool dev_options_given(const struct device_config *dc)
+{
+	return dc->rng || dc->n_disks || dc->n_nets || dc->vsock.enabled || dc->balloon.enabled ||
+	       dc->transport != VIRTIO_TRANSPORT_AUTO;
+}
 
 static int parse_args(int argc, char **argv, struct options *o, struct cv_error *err)
 {
 	enum { OPT_KERNEL = 1, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE,
 	       OPT_EMUHOST, OPT_API_SOCK, OPT_RNG, OPT_DISK, OPT_NET, OPT_VSOCK, OPT_BALLOON, OPT_HELP,
-	       OPT_VERSION, OPT_SECCOMP, OPT_TRANSPORT, OPT_RESTORE, OPT_MEMORY_FILE };
+	       OPT_VERSION, OPT_SECCOMP, OPT_TRANSPORT, OPT_RESTORE, OPT_MEMORY_FILE,
+	       OPT_TRACK_DIRTY };
 	static const struct option longopts[] = {
 		{ "kernel", required_argument, NULL, OPT_KERNEL },
 		{ "initrd", required_argument, NULL, OPT_INITRD },
@@ -103,6 +117,7 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 		{ "transport", required_argument, NULL, OPT_TRANSPORT },
 		{ "restore", required_argument, NULL, OPT_RESTORE },
 		{ "memory-file", required_argument, NULL, OPT_MEMORY_FILE },
+		{ "track-dirty-pages", no_argument, NULL, OPT_TRACK_DIRTY },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(o, 0, sizeof(*o));
@@ -195,6 +210,9 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 		case OPT_MEMORY_FILE:
 			o->memory_file = optarg;
 			break;
+		case OPT_TRACK_DIRTY:
+			o->vm.track_dirty_pages = true;
+			break;
 		case OPT_TRANSPORT:
 			if (strcmp(optarg, "pci") == 0)
 				o->vm.devices.transport = VIRTIO_TRANSPORT_PCI;
@@ -224,6 +242,15 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 			return cv_fail(err, CV_EXIT_USAGE, "--restore resumes a snapshot: no --kernel or "
 				       "--initrd");
 		return 0;    /* the rest of the machine comes from the snapshot */
+	}
+	if (!o->boot.kernel && o->vm.api_sock) {
+		if (o->boot.n_initrds || dev_options_given(&o->vm.devices) || o->cpus_given ||
+		    o->memory_given)
+			return cv_fail(err, CV_EXIT_USAGE, "without --kernel, cvisor-vmm waits for "
+				       "PUT /snapshot/load on --api-sock and takes the machine from "
+				       "the snapshot: no --initrd, --cpus, --memory or device options");
+		o->preboot = true;
+		return 0;
 	}
 	if (!o->boot.kernel)
 		return cv_fail(err, CV_EXIT_USAGE, "--kernel is required (see --help)");
@@ -307,6 +334,15 @@ int main(int argc, char **argv)
 		}
 		cv_error_print(&err, "cvisor-vmm");
 		return err.code;
+	}
+
+	if (o.preboot) {
+		int st = vmm_preboot_run(&o.vm, &err);
+		if (st < 0) {
+			cv_error_print(&err, "cvisor-vmm");
+			return err.code;
+		}
+		return st;
 	}
 
 	struct vm vm;

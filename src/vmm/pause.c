@@ -118,3 +118,12 @@ void vm_resume(struct vm *vm)
 	}
 	pthread_mutex_unlock(&vm->control_lock);
 }
+
+void vm_start_paused(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->control_lock);
+	atomic_store(&vm->pause_requested, true);
+	evloop_pause(&vm->loop);     /* not running yet: the thread will park before any handler */
+	atomic_store(&vm->paused, true);
+	pthread_mutex_unlock(&vm->control_lock);
+}

@@ -12,6 +12,21 @@
 #include "util.h"
 #include "vm.h"
 
+/* A request string fit for a one-line error: control characters become '?', long ones cut. */
+struct shown {
+	char s[80];
+};
+
+static struct shown show(const char *in)
+{
+	struct shown o;
+	size_t i = 0;
+	for (; in[i] && i < sizeof(o.s) - 1; i++)
+		o.s[i] = (unsigned char)in[i] < 0x20 || in[i] == 0x7f ? '?' : in[i];
+	o.s[i] = 0;
+	return o;
+}
+
 static int get_nonempty(json_t *o, const char *key, bool required, const char **out,
 			struct cv_error *err)
 {
@@ -38,14 +53,17 @@ static int parse_nets(json_t *arr, bool cvisor_fields, struct load_request *r,
 			return cv_fail(err, CV_EXIT_USAGE, "%s[%zu] must be an object", where, i);
 		if (!api_only_keys(item, cvisor_fields ? cv_keys : fc_keys, &unknown))
 			return cv_fail(err, CV_EXIT_USAGE, "%s[%zu]: unknown field '%s'", where, i,
-				       unknown);
+				       show(unknown).s);
 		if (get_nonempty(item, "iface_id", true, &id, err) < 0 ||
 		    get_nonempty(item, "host_dev_name", !cvisor_fields, &tap, err) < 0 ||
 		    get_nonempty(item, "guest_mac", false, &mac, err) < 0)
 			return cv_error_wrap(err, "%s[%zu]", where, i);
+		if (tap && strcmp(show(tap).s, tap) != 0)
+			return cv_fail(err, CV_EXIT_USAGE, "%s[%zu]: host_dev_name has control "
+				       "characters", where, i);
 		if (tap && strlen(tap) >= 16)
 			return cv_fail(err, CV_EXIT_USAGE, "%s[%zu]: host_dev_name '%s' is longer than "
-				       "an interface name can be (15)", where, i, tap);
+				       "an interface name can be (15)", where, i, show(tap).s);
 		struct load_net_override *o = NULL;
 		for (unsigned k = 0; k < r->n_nets; k++)
 			if (strcmp(r->nets[k].iface_id, id) == 0)
@@ -59,14 +77,14 @@ static int parse_nets(json_t *arr, bool cvisor_fields, struct load_request *r,
 			o->iface_id = id;
 		} else if ((tap && o->host_dev_name) || (mac && o->has_mac)) {
 			return cv_fail(err, CV_EXIT_USAGE, "%s[%zu]: interface '%s' is overridden "
-				       "twice", where, i, id);
+				       "twice", where, i, show(id).s);
 		}
 		if (tap)
 			o->host_dev_name = tap;
 		if (mac) {
 			if (devopts_mac(mac, o->mac) < 0)
 				return cv_fail(err, CV_EXIT_USAGE, "%s[%zu]: guest_mac '%s' is not a "
-					       "unicast MAC (aa:bb:cc:dd:ee:ff)", where, i, mac);
+					       "unicast MAC (aa:bb:cc:dd:ee:ff)", where, i, show(mac).s);
 			o->has_mac = true;
 		}
 	}
@@ -84,7 +102,7 @@ int load_request_parse(json_t *body, struct load_request *r, struct cv_error *er
 	if (!json_is_object(body))
 		return cv_fail(err, CV_EXIT_USAGE, "this request needs a JSON object body");
 	if (!api_only_keys(body, keys, &unknown))
-		return cv_fail(err, CV_EXIT_USAGE, "unknown field '%s'", unknown);
+		return cv_fail(err, CV_EXIT_USAGE, "unknown field '%s'", show(unknown).s);
 	if (get_nonempty(body, "snapshot_path", true, &r->snapshot_path, err) < 0 ||
 	    get_nonempty(body, "mem_file_path", false, &r->mem_path, err) < 0)
 		return -1;
@@ -97,14 +115,15 @@ int load_request_parse(json_t *body, struct load_request *r, struct cv_error *er
 		if (!json_is_object(mb))
 			return cv_fail(err, CV_EXIT_USAGE, "'mem_backend' must be an object");
 		if (!api_only_keys(mb, mb_keys, &unknown))
-			return cv_fail(err, CV_EXIT_USAGE, "mem_backend: unknown field '%s'", unknown);
+			return cv_fail(err, CV_EXIT_USAGE, "mem_backend: unknown field '%s'",
+				       show(unknown).s);
 		if (api_get_string(mb, "backend_type", true, &type, err) < 0 ||
 		    get_nonempty(mb, "backend_path", true, &r->mem_path, err) < 0)
 			return cv_error_wrap(err, "mem_backend");
 		if (strcmp(type, "File") != 0)
 			return cv_fail(err, CV_EXIT_USAGE, "mem_backend: backend_type \"%s\" is not "
 				       "supported (only \"File\"; cvisor has no userfaultfd backend)",
-				       type);
+				       show(type).s);
 	}
 	if (!r->mem_path)
 		return cv_fail(err, CV_EXIT_USAGE, "missing field 'mem_backend' (or the older "
@@ -125,7 +144,7 @@ int load_request_parse(json_t *body, struct load_request *r, struct cv_error *er
 			return cv_fail(err, CV_EXIT_USAGE, "'vsock_override' must be an object");
 		if (!api_only_keys(vo, vo_keys, &unknown))
 			return cv_fail(err, CV_EXIT_USAGE, "vsock_override: unknown field '%s'",
-				       unknown);
+				       show(unknown).s);
 		if (get_nonempty(vo, "uds_path", true, &r->vsock_uds, err) < 0)
 			return cv_error_wrap(err, "vsock_override");
 	}
@@ -135,7 +154,8 @@ int load_request_parse(json_t *body, struct load_request *r, struct cv_error *er
 		if (!json_is_object(cv))
 			return cv_fail(err, CV_EXIT_USAGE, "'cvisor' must be an object");
 		if (!api_only_keys(cv, cv_keys, &unknown))
-			return cv_fail(err, CV_EXIT_USAGE, "cvisor: unknown field '%s'", unknown);
+			return cv_fail(err, CV_EXIT_USAGE, "cvisor: unknown field '%s'",
+				       show(unknown).s);
 		uint64_t cid;
 		int got = api_get_u64(cv, "vsock_cid", false, 3, 0xfffffffeu, &cid, err);
 		if (got < 0)
@@ -170,7 +190,7 @@ static int apply_overrides(struct snap_config *cfg, const struct load_request *r
 				snprintf(have + strlen(have), sizeof(have) - strlen(have), "%s%s",
 					 j ? ", " : "", dc->nets[j].id);
 			return cv_fail(err, CV_EXIT_USAGE, "network override: the snapshot has no "
-				       "interface '%s' (it has: %s)", o->iface_id,
+				       "interface '%s' (it has: %s)", show(o->iface_id).s,
 				       dc->n_nets ? have : "none");
 		}
 		struct net_config *n = &dc->nets[i];

@@ -99,7 +99,8 @@ int config_decode(struct snap_cur *in, struct snap_config *c, struct cv_error *e
 		nc->tap = c->net_tap[i][0] ? c->net_tap[i] : NULL;
 		nc->tap_fd = -1;
 		nc->has_mac = true;
-		if (!in->bad && (nc->mac[0] & 1))
+		if (!in->bad && ((nc->mac[0] & 1) || !sane_string(nc->id) ||
+				 !sane_string(c->net_tap[i])))
 			in->bad = true;
 	}
 	dc->n_nets = n;
@@ -118,7 +119,8 @@ int config_decode(struct snap_cur *in, struct snap_config *c, struct cv_error *e
 	if (dc->transport != VIRTIO_TRANSPORT_PCI && dc->transport != VIRTIO_TRANSPORT_MMIO)
 		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: unknown virtio transport %u",
 			       dc->transport);
-	if (dc->vsock.enabled && (dc->vsock.cid < 3 || !c->vsock_path[0]))
+	if (dc->vsock.enabled &&
+	    (dc->vsock.cid < 3 || !c->vsock_path[0] || !sane_string(c->vsock_path)))
 		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: vsock configuration is malformed");
 	return 0;
 }

@@ -5,6 +5,10 @@
  * only the space the guest used. For an anonymous RAM mapping, /proc/self/pagemap says which
  * pages were never touched (neither present nor swapped), and those are skipped unread.
  *
+ * A diff snapshot's memory file (memfile_write_diff) has the same size and layout but only the
+ * pages dirty since the last snapshot, zero pages included, and holes everywhere else;
+ * `cvisor snapshot merge` (sparse_merge.h) applies it onto its base.
+ *
  * Restore maps the file MAP_PRIVATE over the VM's RAM: pages fault in from the page cache when
  * the guest touches them and writes stay private, so the file is never modified and any number
  * of VMs can be restored from it, each costing only what it changes.

@@ -9,5 +9,6 @@ int cmd_run(int argc, char **argv);
 int cmd_emuhost(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_agent(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
 
 #endif

@@ -17,6 +17,7 @@ static const struct command commands[] = {
 	{ "run", cmd_run, "boot a microVM, run a command in it, exit with its status" },
 	{ "emuhost", cmd_emuhost, "start/stop the emulated host, or run a command inside it" },
 	{ "agent", cmd_agent, "talk to the agent of a running guest (state, freeze, shutdown, exec)" },
+	{ "snapshot", cmd_snapshot, "offline work on snapshot files (merge a diff onto its base)" },
 	{ "check", cmd_check, "can this host run guests directly? where is the default guest?" },
 };
 

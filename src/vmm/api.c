@@ -73,7 +73,7 @@ void vmm_api_route(void *ctx, const struct api_request *req, struct api_response
 	if (is(req, "GET", "/")) {
 		api_ok(resp, json_pack("{s:s, s:s, s:s, s:s}", "app_name", "cvisor", "id",
 				       "anonymous-instance", "state",
-				       atomic_load(&vm->stopping) ? "Not started" : "Running",
+				       vm_is_paused(vm) ? "Paused" : "Running",
 				       "vmm_version", CVISOR_VERSION));
 		return;
 	}

@@ -297,6 +297,38 @@ static void put_actions(struct vmm_instance *in, const struct api_request *req,
 	}
 }
 
+/*
+ * PUT /snapshot/load (load.h): like InstanceStart, but the machine and its devices come from
+ * the snapshot. Only before the VM exists, as in Firecracker.
+ */
+static void load_snapshot(struct vmm_instance *in, const struct api_request *req,
+			  struct api_response *resp)
+{
+	struct cv_error err = { 0 };
+	struct load_request r;
+	if (in->vm) {
+		api_fault(resp, MHD_HTTP_BAD_REQUEST, "Loading a microVM snapshot not allowed after "
+			  "configuring boot-specific resources: the VM already exists");
+		return;
+	}
+	if (!req->body) {
+		api_fault(resp, MHD_HTTP_BAD_REQUEST, "this request needs a JSON body");
+		return;
+	}
+	if (load_request_parse(req->body, &r, &err) < 0) {
+		api_fault(resp, MHD_HTTP_BAD_REQUEST, "%s", err.msg);
+		return;
+	}
+	/* The body (which r points into) lives until we answer; the start is synchronous. */
+	in->load = &r;
+	int rc = instance_request_start(in, &err);
+	in->load = NULL;
+	if (rc < 0)
+		api_fault(resp, MHD_HTTP_BAD_REQUEST, "cannot load the snapshot: %s", err.msg);
+	else
+		api_no_content(resp);
+}
+
 static void get_balloon_config(struct vmm_instance *in, struct api_response *resp)
 {
 	const struct balloon_config *b = &in->setup.vm.devices.balloon;
@@ -357,6 +389,8 @@ static void route(struct vmm_instance *in, const struct api_request *req,
 			put_device(in, req, resp, id, true);
 		else
 			patch_net(in, req, resp, id);
+	} else if (put && strcmp(p, "/snapshot/load") == 0) {
+		load_snapshot(in, req, resp);
 	} else if (!in->vm && get && strcmp(p, "/balloon") == 0) {
 		get_balloon_config(in, resp);
 	} else if (!in->vm && (strncmp(p, "/balloon", 8) == 0 || strcmp(p, "/vm") == 0 ||

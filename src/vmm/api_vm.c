@@ -1,11 +1,12 @@
 /*
  * Control API routes for the VM's run state and snapshots, Firecracker-compatible:
  *   PATCH /vm {"state": "Paused" | "Resumed"}                                  -> 204
- *   PUT /snapshot/create {"snapshot_type": "Full", "snapshot_path": PATH,
+ *   PUT /snapshot/create {"snapshot_type": "Full" | "Diff", "snapshot_path": PATH,
  *                         "mem_file_path": PATH[, "version": STRING]}           -> 204
  * A snapshot needs a paused VM, as in Firecracker; every refusal is a 400 with a
- * fault_message. PUT /snapshot/load belongs to pre-boot configuration and calls vm_restore
- * (snapshot/snapshot.h). CVISOR_VMM_TRACE=snapshot logs the time each snapshot and restore took.
+ * fault_message. A diff needs dirty page tracking (track_dirty_pages). PUT /snapshot/load
+ * belongs to a cvisor-vmm with no VM yet (load.c). CVISOR_VMM_TRACE=snapshot logs the time
+ * each snapshot and restore took.
  */
 #include "api.h"
 
@@ -59,9 +60,10 @@ static void snapshot_create(struct vm *vm, const struct api_request *req,
 		api_fault(resp, MHD_HTTP_BAD_REQUEST, "%s", err.msg);
 		return;
 	}
-	if (strcmp(type, "Full") != 0) {
-		api_fault(resp, MHD_HTTP_BAD_REQUEST, "snapshot_type \"%s\" is not supported (only "
-			  "\"Full\")", type);
+	bool diff = strcmp(type, "Diff") == 0;
+	if (!diff && strcmp(type, "Full") != 0) {
+		api_fault(resp, MHD_HTTP_BAD_REQUEST, "snapshot_type must be \"Full\" or \"Diff\", "
+			  "not \"%s\"", type);
 		return;
 	}
 	if (!*state_path || !*mem_path) {
@@ -75,15 +77,18 @@ static void snapshot_create(struct vm *vm, const struct api_request *req,
 		return;
 	}
 	struct snapshot_times t;
-	if (vm_snapshot_create(vm, state_path, mem_path, &t, &err) < 0) {
+	if (vm_snapshot_create(vm, state_path, mem_path, diff, &t, &err) < 0) {
 		api_fault(resp, MHD_HTTP_BAD_REQUEST, "snapshot failed: %s", err.msg);
 		return;
 	}
 	const char *trace = getenv("CVISOR_VMM_TRACE");
 	if (trace && strstr(trace, "snapshot"))
-		fprintf(stderr, "cvisor-vmm: snapshot: memory file %.1f ms, state file %.1f ms "
-			"(%llu bytes)\n", t.memory_ms, t.state_ms,
+		fprintf(stderr, "cvisor-vmm: snapshot (%s): memory file %.1f ms, state file "
+			"%.1f ms (%llu bytes)\n", type, t.memory_ms, t.state_ms,
 			(unsigned long long)t.state_bytes);
+	if (diff && trace && strstr(trace, "snapshot"))
+		fprintf(stderr, "cvisor-vmm: snapshot: diff holds %llu dirty pages\n",
+			(unsigned long long)t.memory_pages_written);
 	api_no_content(resp);
 }
 

@@ -41,8 +41,13 @@ struct net_config {
 	int tap_fd;                  /* or an already open TAP fd (-1: none) */
 	uint8_t mac[6];
 	bool has_mac;
-	const char *id;              /* iface_id; NULL (from --net): "net<index>" */
+	const char *id;              /* iface_id; NULL (from --net): "eth<index>" */
 	struct rate_limiter_config rx_rate_limiter, tx_rate_limiter;
+	/*
+	 * Restore only: mac replaces the snapshot's (a clone's new address). The device shows it
+	 * in its configuration space; the guest keeps its old address until it applies the new.
+	 */
+	bool mac_override;
 };
 
 struct vsock_config {

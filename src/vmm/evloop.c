@@ -66,6 +66,20 @@ void evloop_remove(struct evloop *l, struct evloop_handler *h)
 	epoll_ctl(l->epfd, EPOLL_CTL_DEL, h->fd, NULL);
 }
 
+/* Waits here while a pause is requested; evloop_pause returns once `parked` is set. */
+static void barrier(struct evloop *l)
+{
+	pthread_mutex_lock(&l->pause_lock);
+	if (l->pause_req && !l->stop) {
+		l->parked = true;
+		pthread_cond_broadcast(&l->pause_cond);
+		while (l->pause_req && !l->stop)
+			pthread_cond_wait(&l->pause_cond, &l->pause_lock);
+		l->parked = false;
+	}
+	pthread_mutex_unlock(&l->pause_lock);
+}
+
 static void *loop_thread(void *arg)
 {
 	struct evloop *l = arg;
@@ -82,6 +96,8 @@ static void *loop_thread(void *arg)
 		return NULL;
 	}
 	struct epoll_event evs[32];
+	/* A pause requested before the thread started (a VM loaded paused) holds from the start. */
+	barrier(l);
 	while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
 		int n = epoll_wait(l->epfd, evs, 32, -1);
 		if (n < 0) {
@@ -103,25 +119,20 @@ static void *loop_thread(void *arg)
 				break;
 			h->fn(h->opaque, evs[i].events);
 		}
-		pthread_mutex_lock(&l->pause_lock);
-		if (l->pause_req && !l->stop) {
-			l->parked = true;
-			pthread_cond_broadcast(&l->pause_cond);
-			while (l->pause_req && !l->stop)
-				pthread_cond_wait(&l->pause_cond, &l->pause_lock);
-			l->parked = false;
-		}
-		pthread_mutex_unlock(&l->pause_lock);
+		barrier(l);
 	}
 	return NULL;
 }
 
 void evloop_pause(struct evloop *l)
 {
-	if (!l->running)
-		return;
 	pthread_mutex_lock(&l->pause_lock);
 	__atomic_store_n(&l->pause_req, true, __ATOMIC_RELEASE);
+	if (!l->running) {
+		/* Not started yet: the thread parks at its first barrier, before any handler. */
+		pthread_mutex_unlock(&l->pause_lock);
+		return;
+	}
 	uint64_t one = 1;
 	if (write(l->wake_fd, &one, sizeof(one)) < 0) {
 		/* counter far from overflow */
@@ -141,13 +152,18 @@ void evloop_resume(struct evloop *l)
 
 int evloop_start(struct evloop *l, const char *name, struct cv_error *err)
 {
+	/* Under the lock, so that evloop_pause either sees the thread coming or finds it parked. */
+	pthread_mutex_lock(&l->pause_lock);
+	l->running = true;
 	int rc = pthread_create(&l->thread, NULL, loop_thread, l);
+	if (rc)
+		l->running = false;
+	pthread_mutex_unlock(&l->pause_lock);
 	if (rc) {
 		errno = rc;
 		return cv_fail_errno(err, CV_EXIT_OSERR, "start I/O thread");
 	}
 	pthread_setname_np(l->thread, name);
-	l->running = true;
 	return 0;
 }
 

@@ -57,8 +57,9 @@ void evloop_stop(struct evloop *l);
 
 /*
  * Stops the loop thread between two handlers and returns once it waits: no handler runs until
- * evloop_resume. Events that arrive meanwhile stay pending (handlers are level-triggered). A
- * no-op when the loop is not running. Never call from the loop thread itself.
+ * evloop_resume. Events that arrive meanwhile stay pending (handlers are level-triggered). On a
+ * loop not started yet it returns at once and the thread, once started, waits at the barrier
+ * before running any handler. Never call from the loop thread itself.
  */
 void evloop_pause(struct evloop *l);
 void evloop_resume(struct evloop *l);

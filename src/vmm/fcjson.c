@@ -184,7 +184,7 @@ int fc_put_machine_config(struct vmm_setup *s, json_t *body, bool patch, struct 
 	if (only_keys(body, "machine-config", keys, err) < 0)
 		return -1;
 	uint64_t cpus = patch ? s->vm.cpus : 1, mib = patch ? s->vm.memory_bytes >> 20 : 0;
-	bool smt = patch ? s->smt : false, dirty = patch ? s->track_dirty_pages : false;
+	bool smt = patch ? s->smt : false, dirty = patch ? s->vm.track_dirty_pages : false;
 	uint64_t host_mib = cv_host_memory_bytes() >> 20;
 	if (host_mib < VM_MIN_MEMORY_MIB)
 		host_mib = 1ULL << 24;        /* unknown: 16 TiB, mmap decides */
@@ -202,7 +202,7 @@ int fc_put_machine_config(struct vmm_setup *s, json_t *body, bool patch, struct 
 	s->vm.cpus = (unsigned)cpus;
 	s->vm.memory_bytes = CV_MiB(mib);
 	s->smt = smt;
-	s->track_dirty_pages = dirty;
+	s->vm.track_dirty_pages = dirty;
 	return 0;
 }
 
@@ -503,7 +503,7 @@ json_t *fc_machine_config_json(const struct vmm_setup *s)
 {
 	return json_pack("{s:i, s:I, s:b, s:b, s:s}", "vcpu_count", (int)s->vm.cpus, "mem_size_mib",
 			 (json_int_t)(s->vm.memory_bytes >> 20), "smt", s->smt, "track_dirty_pages",
-			 s->track_dirty_pages, "huge_pages", "None");
+			 s->vm.track_dirty_pages, "huge_pages", "None");
 }
 
 static json_t *opt_string(const char *v)
@@ -549,7 +549,7 @@ json_t *fc_config_json(const struct vmm_setup *s)
 	for (unsigned i = 0; i < dc->n_nets; i++) {
 		const struct net_config *n = &dc->nets[i];
 		char id[32], fd[32];
-		snprintf(id, sizeof(id), "net%u", i);
+		snprintf(id, sizeof(id), "eth%u", i);
 		snprintf(fd, sizeof(fd), "fd:%d", n->tap_fd);
 		json_array_append_new(nets, json_pack(
 			"{s:s, s:s, s:o, s:o, s:o}", "iface_id", n->id ? n->id : id, "host_dev_name",

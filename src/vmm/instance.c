@@ -98,7 +98,7 @@ int instance_start(struct vmm_instance *in, struct cv_error *err)
 		return cv_fail(err, CV_EXIT_USAGE, "the VM is already started");
 	struct vmm_setup *s = &in->setup;
 	enum virtio_transport requested = s->vm.devices.transport;
-	if (!in->restore_state && vmm_setup_finalize(s, err) < 0)
+	if (!in->restore_state && !in->load && vmm_setup_finalize(s, err) < 0)
 		return -1;
 	if (open_sinks(in, err) < 0)
 		goto fail_config;
@@ -110,9 +110,15 @@ int instance_start(struct vmm_instance *in, struct cv_error *err)
 	struct boot_config boot = s->boot;
 	boot.cmdline = s->final_cmdline;
 	struct boot_plan plan;
-	if (vm_init(vm, &s->vm, err) < 0 ||
-	    (in->restore_state ? vm_restore(vm, in->restore_state, in->restore_memory, err)
-			       : vm_load_kernel(vm, &boot, &plan, err)) < 0) {
+	if (in->load) {
+		/* The machine is the snapshot's; vm_load_snapshot cleans up after itself. */
+		if (vm_load_snapshot(vm, &in->load_cfg, in->load, &s->vm, err) < 0) {
+			free(vm);
+			goto fail_config;
+		}
+	} else if (vm_init(vm, &s->vm, err) < 0 ||
+		   (in->restore_state ? vm_restore(vm, in->restore_state, in->restore_memory, err)
+				      : vm_load_kernel(vm, &boot, &plan, err)) < 0) {
 		vm_destroy(vm);
 		free(vm);
 		goto fail_config;
@@ -138,7 +144,7 @@ fail_config:
 
 int instance_request_start(struct vmm_instance *in, struct cv_error *err)
 {
-	if (!in->restore_state && vmm_setup_check_boot(&in->setup, err) < 0)
+	if (!in->restore_state && !in->load && vmm_setup_check_boot(&in->setup, err) < 0)
 		return -1;
 	if (!in->main_waiting)
 		return cv_fail(err, CV_EXIT_SOFTWARE, "cvisor-vmm is stopping");

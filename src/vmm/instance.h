@@ -17,9 +17,11 @@
 #include <stdbool.h>
 
 #include "http.h"
+#include "load.h"
 #include "logger.h"
 #include "metrics.h"
 #include "setup.h"
+#include "snapshot/snapshot.h"
 #include "vm.h"
 
 #define INSTANCE_MAX_ID 64
@@ -35,6 +37,13 @@ struct vmm_instance {
 	struct vm *vm;               /* built VM; NULL before InstanceStart */
 	_Atomic(struct vm *) running;   /* vm once started: what the API thread's hook reads */
 	const char *restore_state, *restore_memory;   /* --restore: snapshot instead of kernel */
+	/*
+	 * PUT /snapshot/load: the request, set by the API thread only while it waits for the
+	 * main thread to build the VM from it (load.h), and the device configuration the loaded
+	 * VM points into.
+	 */
+	const struct load_request *load;
+	struct snap_config load_cfg;
 	/*
 	 * InstanceStart from the API: the API thread asks (start_requested, start_eventfd) and
 	 * waits on start_cond; the main thread builds the VM - so that everything the VM owns is

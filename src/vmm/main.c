@@ -69,6 +69,8 @@ static void usage(FILE *out)
 		"  --no-api               serve no control API (even with --api-sock)\n"
 		"  --id ID                instance id reported by GET / (default anonymous-instance)\n"
 		"  --metrics-path PATH    append a JSON metrics line there every 60 s (PUT /metrics)\n"
+		"  --track-dirty-pages    log the pages the guest and devices write, so that\n"
+		"                         PUT /snapshot/create can write \"Diff\" snapshots\n"
 		"  --restore STATE --memory-file MEM\n"
 		"                         resume a snapshot's VM (PUT /snapshot/create) instead of\n"
 		"                         booting a kernel; give the device options it had, in the same\n"
@@ -104,7 +106,7 @@ static int parse_args(int argc, char **argv, struct options *o, struct vmm_setup
 	enum { OPT_KERNEL = 1, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE,
 	       OPT_EMUHOST, OPT_API_SOCK, OPT_RNG, OPT_DISK, OPT_NET, OPT_VSOCK, OPT_BALLOON, OPT_HELP,
 	       OPT_VERSION, OPT_SECCOMP, OPT_TRANSPORT, OPT_RESTORE, OPT_MEMORY_FILE,
-	       OPT_CONFIG_FILE, OPT_NO_API, OPT_ID, OPT_METRICS_PATH };
+	       OPT_CONFIG_FILE, OPT_NO_API, OPT_ID, OPT_METRICS_PATH, OPT_TRACK_DIRTY };
 	static const struct option longopts[] = {
 		{ "kernel", required_argument, NULL, OPT_KERNEL },
 		{ "initrd", required_argument, NULL, OPT_INITRD },
@@ -129,6 +131,7 @@ static int parse_args(int argc, char **argv, struct options *o, struct vmm_setup
 		{ "no-api", no_argument, NULL, OPT_NO_API },
 		{ "id", required_argument, NULL, OPT_ID },
 		{ "metrics-path", required_argument, NULL, OPT_METRICS_PATH },
+		{ "track-dirty-pages", no_argument, NULL, OPT_TRACK_DIRTY },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(o, 0, sizeof(*o));
@@ -200,6 +203,9 @@ static int parse_args(int argc, char **argv, struct options *o, struct vmm_setup
 			break;
 		case OPT_METRICS_PATH:
 			setup->metrics.path = optarg;
+			break;
+		case OPT_TRACK_DIRTY:
+			vm->track_dirty_pages = true;
 			break;
 		case OPT_DISK:
 			if (vm->devices.n_disks == VM_MAX_DISKS)

@@ -4,12 +4,15 @@
 #include "memory.h"
 
 #include <linux/kvm.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
 #include "layout.h"
 #include "util.h"
+
+#define PAGE_SIZE 4096u
 
 int guest_memory_init(struct guest_memory *gm, uint64_t size, struct cv_error *err)
 {
@@ -43,6 +46,7 @@ void guest_memory_free(struct guest_memory *gm)
 {
 	if (gm->host)
 		munmap(gm->host, gm->size);
+	free(gm->dirty);
 	memset(gm, 0, sizeof(*gm));
 }
 
@@ -55,6 +59,7 @@ int guest_memory_register(const struct guest_memory *gm, int vm_fd, struct cv_er
 			.guest_phys_addr = r->gpa,
 			.memory_size = r->size,
 			.userspace_addr = (uint64_t)(uintptr_t)r->host,
+			.flags = gm->dirty ? KVM_MEM_LOG_DIRTY_PAGES : 0,
 		};
 		if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
 			return cv_fail_errno(err, CV_EXIT_OSERR,
@@ -62,6 +67,73 @@ int guest_memory_register(const struct guest_memory *gm, int vm_fd, struct cv_er
 					     i, (unsigned long long)r->gpa,
 					     (unsigned long long)(r->size >> 20));
 	}
+	return 0;
+}
+
+int guest_memory_track_dirty(struct guest_memory *gm, struct cv_error *err)
+{
+	if (gm->dirty)
+		return 0;
+	gm->dirty_words = guest_memory_dirty_words(gm);
+	gm->dirty = calloc(gm->dirty_words, sizeof(uint64_t));
+	if (!gm->dirty)
+		return cv_fail(err, CV_EXIT_OSERR, "out of memory for the dirty page bitmap");
+	return 0;
+}
+
+void guest_memory_mark_dirty(const struct guest_memory *gm, const void *host, uint64_t len)
+{
+	if (!gm->dirty || !len)
+		return;
+	const uint8_t *p = host;
+	if (p < gm->host || (uint64_t)(p - gm->host) >= gm->size)
+		return;
+	uint64_t first = (uint64_t)(p - gm->host) / PAGE_SIZE;
+	uint64_t last = CV_MIN((uint64_t)(p - gm->host) + len - 1, gm->size - 1) / PAGE_SIZE;
+	for (uint64_t pg = first; pg <= last; pg++)
+		__atomic_fetch_or(&gm->dirty[pg / 64], 1ULL << (pg % 64), __ATOMIC_RELAXED);
+}
+
+void guest_memory_put_dirty(const struct guest_memory *gm, const uint64_t *bits)
+{
+	if (!gm->dirty)
+		return;
+	for (uint64_t i = 0; i < gm->dirty_words; i++)
+		if (bits[i])
+			__atomic_fetch_or(&gm->dirty[i], bits[i], __ATOMIC_RELAXED);
+}
+
+int guest_memory_take_dirty(const struct guest_memory *gm, int vm_fd, uint64_t *out,
+			    struct cv_error *err)
+{
+	if (!gm->dirty)
+		return cv_fail(err, CV_EXIT_USAGE, "dirty page tracking is off");
+	for (unsigned i = 0; i < gm->n_regions; i++) {
+		const struct guest_region *r = &gm->regions[i];
+		uint64_t pages = r->size / PAGE_SIZE, words = (pages + 63) / 64;
+		uint64_t *log = calloc(words, sizeof(uint64_t));
+		if (!log)
+			return cv_fail(err, CV_EXIT_OSERR, "out of memory for the dirty log");
+		/* Without manual protection, KVM_GET_DIRTY_LOG also starts the log afresh. */
+		struct kvm_dirty_log dl = { .slot = i, .dirty_bitmap = log };
+		if (ioctl(vm_fd, KVM_GET_DIRTY_LOG, &dl) < 0) {
+			free(log);
+			return cv_fail_errno(err, CV_EXIT_OSERR, "KVM_GET_DIRTY_LOG slot %u", i);
+		}
+		uint64_t base = (uint64_t)(r->host - gm->host) / PAGE_SIZE;
+		for (uint64_t w = 0; w < words; w++) {
+			uint64_t bits = log[w];
+			while (bits) {
+				unsigned b = (unsigned)__builtin_ctzll(bits);
+				bits &= bits - 1;
+				uint64_t pg = base + w * 64 + b;
+				out[pg / 64] |= 1ULL << (pg % 64);
+			}
+		}
+		free(log);
+	}
+	for (uint64_t i = 0; i < gm->dirty_words; i++)
+		out[i] |= __atomic_exchange_n(&gm->dirty[i], 0, __ATOMIC_RELAXED);
 	return 0;
 }
 

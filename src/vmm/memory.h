@@ -27,14 +27,50 @@ struct guest_memory {
 	uint8_t *host;          /* start of the single host mapping */
 	struct guest_region regions[GUEST_MEMORY_MAX_REGIONS];
 	unsigned n_regions;
+	/*
+	 * Dirty page tracking (diff snapshots), NULL when off: one bit per 4 KiB page of the host
+	 * mapping for what the VMM itself wrote on the guest's behalf (virtio rings and buffers,
+	 * pages given back through the balloon). What the guest writes, KVM logs in its own
+	 * bitmap (the slots carry KVM_MEM_LOG_DIRTY_PAGES); guest_memory_take_dirty merges both.
+	 */
+	uint64_t *dirty;
+	uint64_t dirty_words;
 };
 
 /* Maps `size` bytes (a multiple of 4 KiB, at least GUEST_MEMORY_MIN) and lays out regions. */
 int guest_memory_init(struct guest_memory *gm, uint64_t size, struct cv_error *err);
 void guest_memory_free(struct guest_memory *gm);
 
-/* Registers the regions as KVM memory slots of vm_fd. */
+/* Registers the regions as KVM memory slots of vm_fd (dirty-logged if tracking is on). */
 int guest_memory_register(const struct guest_memory *gm, int vm_fd, struct cv_error *err);
+
+/* Turns dirty page tracking on; call between guest_memory_init and guest_memory_register. */
+int guest_memory_track_dirty(struct guest_memory *gm, struct cv_error *err);
+
+static inline bool guest_memory_tracking(const struct guest_memory *gm)
+{
+	return gm->dirty != NULL;
+}
+
+/*
+ * Records that the VMM wrote [host, host+len) of guest RAM (a pointer from guest_memory_ptr).
+ * Safe from any thread; a no-op when tracking is off or the range is not guest RAM.
+ */
+void guest_memory_mark_dirty(const struct guest_memory *gm, const void *host, uint64_t len);
+
+/*
+ * Moves every page written since the last call - KVM's log of guest writes and the VMM's own
+ * marks - into out (one bit per page of the host mapping, guest_memory_dirty_words() words,
+ * OR'ed in) and starts both logs afresh. If the snapshot it was taken for fails, hand the bits
+ * back with guest_memory_put_dirty so no write is forgotten.
+ */
+int guest_memory_take_dirty(const struct guest_memory *gm, int vm_fd, uint64_t *out,
+			    struct cv_error *err);
+void guest_memory_put_dirty(const struct guest_memory *gm, const uint64_t *bits);
+static inline uint64_t guest_memory_dirty_words(const struct guest_memory *gm)
+{
+	return (gm->size / 4096 + 63) / 64;
+}
 
 /* Host pointer for [gpa, gpa+len) if it lies entirely inside one RAM region, else NULL. */
 void *guest_memory_ptr(const struct guest_memory *gm, uint64_t gpa, uint64_t len);

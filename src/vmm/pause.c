@@ -118,3 +118,16 @@ void vm_resume(struct vm *vm)
 	}
 	pthread_mutex_unlock(&vm->control_lock);
 }
+
+void vm_start_paused(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->control_lock);
+	atomic_store(&vm->pause_requested, true);
+	evloop_pause(&vm->loop);     /* not running yet: the thread will park before any handler */
+	/* As for any pause: the guest's watchdogs must not count the wait as a hang. */
+	for (unsigned i = 0; i < vm->created_vcpus; i++)
+		if (ioctl(vm->vcpus[i].fd, KVM_KVMCLOCK_CTRL, 0) < 0 && errno != EINVAL)
+			break;
+	atomic_store(&vm->paused, true);
+	pthread_mutex_unlock(&vm->control_lock);
+}

@@ -53,7 +53,7 @@ struct metrics_config {
 struct vmm_setup {
 	struct vm_config vm;
 	struct boot_config boot;
-	bool smt, track_dirty_pages;
+	bool smt;
 	struct logger_config logger;
 	struct metrics_config metrics;
 	struct str_pool pool;

@@ -24,6 +24,7 @@
 #include "tables/mptable.h"
 #include "util.h"
 #include "vcpu.h"
+#include "virtio/net.h"
 
 void vm_set_irq_line(struct vm *vm, unsigned gsi, int level)
 {
@@ -188,6 +189,7 @@ int vm_init(struct vm *vm, const struct vm_config *cfg, struct cv_error *err)
 	    evloop_init(&vm->loop, err) < 0)
 		return -1;
 	if (guest_memory_init(&vm->mem, cfg->memory_bytes, err) < 0 ||
+	    (cfg->track_dirty_pages && guest_memory_track_dirty(&vm->mem, err) < 0) ||
 	    guest_memory_register(&vm->mem, vm->fd, err) < 0)
 		return -1;
 	if (console_open(&vm->console, &cfg->console, err) < 0)
@@ -199,6 +201,14 @@ int vm_init(struct vm *vm, const struct vm_config *cfg, struct cv_error *err)
 			 err) < 0 ||
 	    vm_devices_create(vm, &cfg->devices, err) < 0)
 		return -1;
+	vm->devcfg = cfg->devices;
+	for (unsigned i = 0, n = 0; i < vm->n_virtio && n < vm->devcfg.n_nets; i++) {
+		if (vm->virtio[i]->dev->ops->device_id != VIRTIO_ID_NET)
+			continue;
+		const struct virtio_net *net = vm->virtio[i]->owner;
+		memcpy(vm->devcfg.nets[n].mac, net->mac, 6);
+		vm->devcfg.nets[n++].has_mac = true;
+	}
 
 	vm->vcpus = calloc(vm->n_vcpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus)

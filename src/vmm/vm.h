@@ -40,6 +40,7 @@ struct vm_config {
 	struct console_config console;
 	struct device_config devices;
 	enum vmm_sandbox_mode sandbox;   /* seccomp + capabilities after setup (sandbox.h) */
+	bool track_dirty_pages;      /* log dirty pages, for diff snapshots */
 };
 
 struct vm {
@@ -73,6 +74,12 @@ struct vm {
 	void *tick_ctx;
 	unsigned tick_ms;
 	uint64_t started_ns;         /* CLOCK_MONOTONIC when vm_run started the vCPUs */
+	/*
+	 * The device configuration the VM was built with (strings owned by the caller of
+	 * vm_init), each NIC's MAC filled in as created: snapshots record it so that a bare
+	 * cvisor-vmm can rebuild the machine (PUT /snapshot/load).
+	 */
+	struct device_config devcfg;
 	enum vmm_sandbox_mode sandbox;
 	atomic_bool sandbox_armed;   /* every thread started: the API thread may lock down */
 
@@ -96,6 +103,11 @@ struct vm {
 	atomic_bool paused;
 	/* Restored VM: guest RAM privately maps this memory file (st_dev, st_ino); else 0, 0. */
 	uint64_t mem_file_dev, mem_file_ino;
+	/*
+	 * Guest RAM equalled a memory file when dirty tracking last started afresh (a snapshot was
+	 * written, or the VM was restored), so a diff snapshot has something to apply onto.
+	 */
+	bool has_diff_base;
 
 	bool trace_io;            /* CVISOR_VMM_TRACE=io: log accesses no device claimed */
 	atomic_uint_fast64_t unhandled_io;
@@ -126,6 +138,11 @@ static inline bool vm_is_paused(struct vm *vm)
 {
 	return atomic_load(&vm->paused);
 }
+/*
+ * Marks a VM that has not run yet as paused: vm_run then starts its vCPU and I/O threads
+ * parked, and vm_resume lets them go (a snapshot loaded with resume_vm false).
+ */
+void vm_start_paused(struct vm *vm);
 /* Called by a vCPU thread whose KVM_RUN returned EINTR while a pause is requested. */
 void vm_vcpu_park(struct vm *vm);
 

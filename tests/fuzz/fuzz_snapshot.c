@@ -1,7 +1,8 @@
 /*
  * libFuzzer target for the snapshot state file reader (src/vmm/snapshot/format.c) and the
- * decoders that need no KVM: the machine shape (shape.c) and the platform devices
- * (platform_state.c, into a stand-in VM holding a UART and the ACPI PM registers).
+ * decoders that need no KVM: the machine shape (shape.c), the device configuration
+ * (config_state.c) and the platform devices (platform_state.c, into a stand-in VM holding a
+ * UART and the ACPI PM registers).
  *
  * Input: u8 flags | state file bytes. Flag 1 repairs every checksum the file's structure lets
  * one find before parsing, so mutations reach the decoders instead of dying at the CRC check.
@@ -133,7 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&err, 0, sizeof(err));
 	if (shape_decode(&c, &shape, &err) == 0) {
 		CHECK(shape.n_devices <= SNAP_SHAPE_MAX_DEVICES);
-		CHECK(shape.snapshot_type == 0 && shape.memory_file_size == shape.memory_bytes);
+		CHECK(shape.snapshot_type <= 1 && shape.memory_file_size == shape.memory_bytes);
 	} else {
 		check_error(&err);
 	}
@@ -145,6 +146,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(V->uart.rx_count <= UART_RX_FIFO_SIZE && V->uart.rx_head == 0);
 		else
 			check_error(&err);
+	}
+	const struct snap_section *cs = snap_file_find(&f, SNAP_SEC_CONFIG, 0);
+	if (cs) {
+		static struct snap_config cfg;
+		snap_cur_init(&c, cs->data, cs->len);
+		memset(&err, 0, sizeof(err));
+		if (config_decode(&c, &cfg, &err) == 0) {
+			const struct device_config *dc = &cfg.dev;
+			CHECK(dc->n_disks <= VM_MAX_DISKS && dc->n_nets <= VM_MAX_NETS);
+			for (unsigned i = 0; i < dc->n_disks; i++)
+				CHECK(dc->disks[i].path && *dc->disks[i].path && dc->disks[i].id);
+			for (unsigned i = 0; i < dc->n_nets; i++)
+				CHECK(dc->nets[i].id && !(dc->nets[i].mac[0] & 1));
+			CHECK(!dc->vsock.enabled || (dc->vsock.cid >= 3 && *dc->vsock.uds_path));
+		} else {
+			check_error(&err);
+		}
 	}
 	for (unsigned i = 0; i < f.n; i++)
 		walk(&f.sec[i]);

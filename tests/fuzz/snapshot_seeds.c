@@ -65,6 +65,29 @@ static void file(struct seed *s, uint32_t version, bool shape_first, bool extra)
 	if (shape_first)
 		section(s, 1, 0, &p);
 	seed_reset(&p);
+	/* CONFIG: PCI, rng, one disk, one NIC, vsock, balloon (config_state.c). */
+	seed_u32(&p, 1);
+	seed_u8(&p, 1);
+	seed_u32(&p, 1);
+	str(&p, "root");
+	str(&p, "/img/root.ext4");
+	seed_u8(&p, 0);
+	str(&p, "");
+	seed_u32(&p, 1);
+	str(&p, "eth0");
+	str(&p, "tap0");
+	uint8_t mac[6] = { 2, 0, 0, 0, 0, 1 };
+	seed_bytes(&p, mac, sizeof(mac));
+	seed_u8(&p, 1);
+	seed_u32(&p, 3);
+	str(&p, "/run/v.sock");
+	seed_u8(&p, 1);
+	seed_u32(&p, 16);
+	seed_u8(&p, 1);
+	seed_u32(&p, 1);
+	seed_u8(&p, 0);
+	section(s, 7, 0, &p);
+	seed_reset(&p);
 	uint8_t blob[64] = { 0 };
 	for (int i = 0; i < 5; i++) {   /* VM: irqchips, PIT, clock (short stand-ins) */
 		seed_u32(&p, sizeof(blob));

@@ -133,7 +133,7 @@ static uint64_t boot_and_snapshot(unsigned cpus, const char *state, const char *
 	start(&r);
 	wait_count(&r, 1000);
 
-	cr_assert_eq(vm_snapshot_create(&r.vm, state, mem, NULL, &err), -1,
+	cr_assert_eq(vm_snapshot_create(&r.vm, state, mem, false, NULL, &err), -1,
 		     "a running VM must not be snapshotted");
 	cr_assert_eq(vm_pause(&r.vm, &err), 0, "%s", err.msg);
 	cr_assert(vm_is_paused(&r.vm));
@@ -141,7 +141,7 @@ static uint64_t boot_and_snapshot(unsigned cpus, const char *state, const char *
 	usleep(200000);
 	cr_assert_eq(*counter(&r), paused, "the counter moved while paused");
 	cr_assert_eq(vm_pause(&r.vm, &err), 0, "pausing twice is harmless");
-	cr_assert_eq(vm_snapshot_create(&r.vm, state, mem, NULL, &err), 0, "%s", err.msg);
+	cr_assert_eq(vm_snapshot_create(&r.vm, state, mem, false, NULL, &err), 0, "%s", err.msg);
 	cr_assert_eq(*counter(&r), paused, "the counter moved during the snapshot");
 
 	/* The snapshotted VM itself resumes and goes on. */

@@ -128,7 +128,7 @@ Test(fcjson, machine_config_put_and_patch)
 			 "\"smt\": true, \"track_dirty_pages\": true}", &err), 0, "%s", err.msg);
 	cr_assert_eq(s.vm.cpus, 2);
 	cr_assert_eq(s.vm.memory_bytes, 256ULL << 20);
-	cr_assert(s.smt && s.track_dirty_pages);
+	cr_assert(s.smt && s.vm.track_dirty_pages);
 	/* PUT needs both sizes and resets what it leaves out. */
 	cr_assert_eq(put(put_machine, &s, "{\"vcpu_count\": 4}", &err), -1);
 	cr_assert(strstr(err.msg, "mem_size_mib"), "%s", err.msg);

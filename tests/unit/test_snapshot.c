@@ -205,16 +205,22 @@ Test(format, field_reader_stops_at_the_end)
 	cr_assert(snap_cur_done(&c));
 }
 
-Test(format, shape_refuses_diff_snapshots_and_bad_device_counts)
+Test(format, shape_takes_diff_snapshots_refuses_unknown_types_and_bad_device_counts)
 {
 	struct snap_buf p = { 0 };
-	shape_put(&p, 1, 64ULL << 20, 1);
+	shape_put(&p, 1, 64ULL << 20, SNAP_TYPE_DIFF);
 	struct snap_cur c;
 	snap_cur_init(&c, p.b, p.len);
 	struct snap_shape s;
 	struct cv_error err = { 0 };
+	cr_assert_eq(shape_decode(&c, &s, &err), 0, "%s", err.msg);
+	cr_assert_eq(s.snapshot_type, SNAP_TYPE_DIFF);
+	snap_buf_free(&p);
+
+	shape_put(&p, 1, 64ULL << 20, 2);
+	snap_cur_init(&c, p.b, p.len);
 	cr_assert_eq(shape_decode(&c, &s, &err), -1);
-	cr_assert(strstr(err.msg, "not a full snapshot") != NULL, "%s", err.msg);
+	cr_assert(strstr(err.msg, "unknown snapshot type 2") != NULL, "%s", err.msg);
 	snap_buf_free(&p);
 
 	snap_put_str(&p, "0.1.0");

@@ -361,6 +361,44 @@ Test(virtq, device_fills_scattered_writable_segments)
 	expect_used(0, 0, 4097);
 }
 
+static bool page_dirty(uint64_t gpa)
+{
+	uint64_t pg = gpa / PAGE;
+	return (D.mem.dirty[pg / 64] >> (pg % 64)) & 1;
+}
+
+/*
+ * Diff snapshots: what the device wrote through the rings - the used ring and the first
+ * `written` bytes of the writable segments - is marked dirty for the VMM's bitmap (KVM's log
+ * never sees VMM writes); the readable part and writable bytes beyond `written` are not.
+ */
+Test(virtq, push_marks_the_written_pages_and_the_used_ring_dirty)
+{
+	struct cv_error err = { 0 };
+	cr_assert_eq(guest_memory_track_dirty(&D.mem, &err), 0, "%s", err.msg);
+	queue_start(8, false, false);
+	set_desc(0, DATA_GPA, 16, R | N, 1);
+	set_desc(1, DATA_GPA + 0x10000, 1000, W | N, 2);
+	set_desc(2, DATA_GPA + 0x20ff0, 3000, W | N, 3);
+	set_desc(3, DATA_GPA + 0x30000, 96, W, 0);
+	avail_add(0);
+	expect_pop(0, 1, 3);
+	for (uint64_t i = 0; i < D.mem.dirty_words; i++)
+		cr_assert_eq(D.mem.dirty[i], 0, "popping writes nothing");
+	virtq_push(&D.vq, &E, 1100);   /* 1000 bytes, then 100 across a page boundary */
+	cr_assert(page_dirty(USED_GPA), "the used ring");
+	cr_assert(page_dirty(DATA_GPA + 0x10000));
+	cr_assert(page_dirty(DATA_GPA + 0x20ff0));
+	cr_assert(page_dirty(DATA_GPA + 0x21000), "the 100 bytes cross into the next page");
+	cr_assert_not(page_dirty(DATA_GPA + 0x22000), "written stops there");
+	cr_assert_not(page_dirty(DATA_GPA + 0x30000));
+	cr_assert_not(page_dirty(DATA_GPA), "the device only read this page");
+	cr_assert_not(page_dirty(DESC_GPA));
+	/* Outside RAM or with tracking off, marking is a harmless no-op. */
+	guest_memory_mark_dirty(&D.mem, D.mem.host + D.mem.size, 4096);
+	guest_memory_mark_dirty(&D.mem, D.mem.host - 4096, 4096);
+}
+
 Test(virtq, push_clamps_written_to_the_writable_length)
 {
 	queue_start(4, false, false);

@@ -5,6 +5,10 @@
  * only the space the guest used. For an anonymous RAM mapping, /proc/self/pagemap says which
  * pages were never touched (neither present nor swapped), and those are skipped unread.
  *
+ * A diff snapshot's memory file (memfile_write_diff) has the same size and layout but only the
+ * pages dirty since the last snapshot, zero pages included, and holes everywhere else;
+ * `cvisor snapshot merge` (sparse_merge.h) applies it onto its base.
+ *
  * Restore maps the file MAP_PRIVATE over the VM's RAM: pages fault in from the page cache when
  * the guest touches them and writes stay private, so the file is never modified and any number
  * of VMs can be restored from it, each costing only what it changes.
@@ -110,6 +114,62 @@ int memfile_write(struct vm *vm, const char *path, struct cv_error *err)
 	return rc;
 }
 
+/* True if the file system reports [off, off+PAGE) of fd as a hole. */
+static bool reports_hole(int fd, uint64_t off)
+{
+	off_t h = lseek(fd, (off_t)off, SEEK_HOLE);
+	return h >= 0 && (uint64_t)h <= off;
+}
+
+int memfile_write_diff(struct vm *vm, const char *path, const uint64_t *dirty,
+		       uint64_t *pages_written, struct cv_error *err)
+{
+	struct stat st;
+	if (stat(path, &st) == 0 && same_file(&st, vm))
+		return cv_fail(err, CV_EXIT_USAGE, "'%s' is the memory file this VM runs from; "
+			       "write the snapshot's memory elsewhere", path);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return cv_fail_errno(err, CV_EXIT_IOERR, "create memory file '%s'", path);
+	const uint8_t *base = vm->mem.host;
+	uint64_t size = vm->mem.size, pages = size / PAGE, n = 0;
+	uint64_t first_clean = UINT64_MAX;
+	int rc = 0;
+	if (ftruncate(fd, (off_t)size) < 0)
+		rc = cv_fail_errno(err, CV_EXIT_IOERR, "size memory file '%s'", path);
+	/* Dirty pages are written even when they are zero: a hole means "unchanged". */
+	for (uint64_t p = 0; rc == 0 && p < pages;) {
+		if (!(dirty[p / 64] & (1ULL << (p % 64)))) {
+			if (first_clean == UINT64_MAX)
+				first_clean = p;
+			p++;
+			continue;
+		}
+		uint64_t q = p;
+		while (q < pages && (dirty[q / 64] & (1ULL << (q % 64))))
+			q++;
+		rc = write_run(fd, base, p * PAGE, (q - p) * PAGE, path, err);
+		n += q - p;
+		p = q;
+	}
+	/*
+	 * The diff is only as good as the holes the merge will find: a file system that reports
+	 * none (SEEK_HOLE unsupported: all data) would have the merge overwrite the base with
+	 * zeroes. Check one page known to be clean.
+	 */
+	if (rc == 0 && first_clean != UINT64_MAX && !reports_hole(fd, first_clean * PAGE))
+		rc = cv_fail(err, CV_EXIT_IOERR, "the file system of '%s' does not report holes "
+			     "(SEEK_HOLE), so a diff snapshot written there could not be applied; "
+			     "write it to ext4, xfs, btrfs or tmpfs", path);
+	if (close(fd) < 0 && rc == 0)
+		rc = cv_fail_errno(err, CV_EXIT_IOERR, "close memory file '%s'", path);
+	if (rc < 0)
+		unlink(path);
+	else if (pages_written)
+		*pages_written = n;
+	return rc;
+}
+
 int memfile_map(struct vm *vm, const char *path, struct cv_error *err)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -141,5 +201,15 @@ int memfile_map(struct vm *vm, const char *path, struct cv_error *err)
 	}
 	vm->mem_file_dev = (uint64_t)st.st_dev;
 	vm->mem_file_ino = (uint64_t)st.st_ino;
+	/* Guest RAM is the file now: that is the base the next diff snapshot applies onto. */
+	if (guest_memory_tracking(&vm->mem)) {
+		uint64_t *scratch = calloc(guest_memory_dirty_words(&vm->mem), sizeof(uint64_t));
+		if (!scratch || guest_memory_take_dirty(&vm->mem, vm->fd, scratch, err) < 0) {
+			free(scratch);
+			return scratch ? -1 : cv_fail(err, CV_EXIT_OSERR, "out of memory");
+		}
+		free(scratch);
+		vm->has_diff_base = true;
+	}
 	return 0;
 }

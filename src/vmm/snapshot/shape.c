@@ -1,7 +1,7 @@
 /*
  * The machine shape section (see state.h): what a snapshot needs the restoring VM to be.
  * Payload: str cvisor version | u32 vCPUs | u64 memory bytes | u64 memory file bytes |
- * u32 snapshot type (0 full) | u32 virtio transport (1 PCI, 2 MMIO) | u32 devices | per
+ * u32 snapshot type (0 full, 1 diff) | u32 virtio transport (1 PCI, 2 MMIO) | u32 devices | per
  * device (in creation order): u32 virtio device id | u32 queues | str name. A restore refuses
  * a VM that differs in any of these, naming the first difference, so a wrong command line fails
  * before any state is touched.
@@ -11,13 +11,13 @@
 #include "snapshot/state.h"
 #include "vm.h"
 
-void shape_save(struct vm *vm, struct snap_buf *out)
+void shape_save(struct vm *vm, uint32_t snapshot_type, struct snap_buf *out)
 {
 	snap_put_str(out, CVISOR_VERSION);
 	snap_put_u32(out, vm->n_vcpus);
 	snap_put_u64(out, vm->mem.size);
 	snap_put_u64(out, vm->mem.size);
-	snap_put_u32(out, 0);
+	snap_put_u32(out, snapshot_type);
 	snap_put_u32(out, vm->virtio_mmio ? VIRTIO_TRANSPORT_MMIO : VIRTIO_TRANSPORT_PCI);
 	snap_put_u32(out, vm->n_virtio);
 	for (unsigned i = 0; i < vm->n_virtio; i++) {
@@ -48,9 +48,12 @@ int shape_decode(struct snap_cur *in, struct snap_shape *s, struct cv_error *err
 	}
 	if (!snap_cur_done(in))
 		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: machine shape section is malformed");
-	if (s->snapshot_type != 0)
-		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: type %u is not a full snapshot; "
-			       "merge a diff snapshot onto its base memory file first",
+	/*
+	 * A diff's state file is complete; only its memory file is partial, and what is restored
+	 * is the base memory file with the diff merged onto it (cvisor snapshot merge).
+	 */
+	if (s->snapshot_type != SNAP_TYPE_FULL && s->snapshot_type != SNAP_TYPE_DIFF)
+		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: unknown snapshot type %u",
 			       s->snapshot_type);
 	if (s->transport != VIRTIO_TRANSPORT_PCI && s->transport != VIRTIO_TRANSPORT_MMIO)
 		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: unknown virtio transport %u",

@@ -37,12 +37,15 @@ static int add(struct snap_buf *file, uint32_t type, uint32_t instance, struct s
 	return oom ? -1 : 0;
 }
 
-static int build_state(struct vm *vm, struct snap_buf *f, struct cv_error *err)
+static int build_state(struct vm *vm, uint32_t type, struct snap_buf *f, struct cv_error *err)
 {
 	struct snap_buf s = { 0 };
 	snap_begin(f);
-	shape_save(vm, &s);
+	shape_save(vm, type, &s);
 	if (add(f, SNAP_SEC_SHAPE, 0, &s) < 0)
+		goto oom;
+	config_save(&vm->devcfg, &s);
+	if (add(f, SNAP_SEC_CONFIG, 0, &s) < 0)
 		goto oom;
 	if (vm_state_save(vm, &s, err) < 0) {
 		snap_buf_free(&s);
@@ -104,7 +107,7 @@ static int write_state(const char *path, const struct snap_buf *f, struct cv_err
 	return rc;
 }
 
-int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_path,
+int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_path, bool diff,
 		       struct snapshot_times *times, struct cv_error *err)
 {
 	struct snapshot_times t = { 0 };
@@ -115,15 +118,49 @@ int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_pa
 		pthread_mutex_unlock(&vm->control_lock);
 		return cv_fail(err, CV_EXIT_USAGE, "the VM must be paused to create a snapshot");
 	}
+	bool tracking = guest_memory_tracking(&vm->mem);
+	if (diff && !tracking) {
+		pthread_mutex_unlock(&vm->control_lock);
+		return cv_fail(err, CV_EXIT_USAGE, "diff snapshots need dirty page tracking, which "
+			       "is off for this VM (track_dirty_pages / enable_diff_snapshots, or "
+			       "--track-dirty-pages)");
+	}
+	if (diff && !vm->has_diff_base) {
+		pthread_mutex_unlock(&vm->control_lock);
+		return cv_fail(err, CV_EXIT_USAGE, "a diff snapshot needs a base: create a Full "
+			       "snapshot first (or run a VM loaded from one)");
+	}
 	double t0 = now_ms();
-	int rc = memfile_write(vm, mem_path, err);
+	/*
+	 * Every snapshot, full or diff, starts dirty tracking afresh: the next diff is relative to
+	 * the memory file written now. The VM is paused, so nothing writes meanwhile.
+	 */
+	uint64_t *dirty = NULL;
+	int rc = 0;
+	if (tracking) {
+		dirty = calloc(guest_memory_dirty_words(&vm->mem), sizeof(uint64_t));
+		if (!dirty)
+			rc = cv_fail(err, CV_EXIT_OSERR, "out of memory for the dirty page bitmap");
+		else
+			rc = guest_memory_take_dirty(&vm->mem, vm->fd, dirty, err);
+	}
+	if (rc == 0)
+		rc = diff ? memfile_write_diff(vm, mem_path, dirty, &t.memory_pages_written, err)
+			  : memfile_write(vm, mem_path, err);
 	double t1 = now_ms();
 	struct snap_buf f = { 0 };
 	if (rc == 0)
-		rc = build_state(vm, &f, err);
+		rc = build_state(vm, diff ? SNAP_TYPE_DIFF : SNAP_TYPE_FULL, &f, err);
 	if (rc == 0)
 		rc = write_state(state_path, &f, err);
 	double t2 = now_ms();
+	if (tracking && dirty) {
+		if (rc < 0)
+			guest_memory_put_dirty(&vm->mem, dirty);   /* the next diff must still see them */
+		else
+			vm->has_diff_base = true;
+	}
+	free(dirty);
 	pthread_mutex_unlock(&vm->control_lock);
 	t.memory_ms = t1 - t0;
 	t.state_ms = t2 - t1;
@@ -155,6 +192,32 @@ int vm_snapshot_read_shape(const char *state_path, struct snap_shape *shape, str
 	struct snap_cur c;
 	snap_cur_init(&c, f.sec[0].data, f.sec[0].len);
 	int rc = shape_decode(&c, shape, err);
+	snap_file_free(&f);
+	cv_buf_free(&buf);
+	return rc < 0 ? cv_error_wrap(err, "'%s'", state_path) : 0;
+}
+
+int vm_snapshot_read_config(const char *state_path, struct snap_shape *shape,
+			    struct snap_config *cfg, struct cv_error *err)
+{
+	struct cv_buf buf;
+	struct snap_file f;
+	if (read_file(state_path, &buf, &f, err) < 0)
+		return -1;
+	struct snap_cur c;
+	snap_cur_init(&c, f.sec[0].data, f.sec[0].len);
+	int rc = shape_decode(&c, shape, err);
+	if (rc == 0) {
+		const struct snap_section *s = snap_file_find(&f, SNAP_SEC_CONFIG, 0);
+		if (!s) {
+			rc = cv_fail(err, CV_EXIT_DATAERR, "snapshot has no device configuration "
+				     "(an older cvisor-vmm wrote it): restore it with cvisor-vmm "
+				     "--restore and the device options it had");
+		} else {
+			snap_cur_init(&c, s->data, s->len);
+			rc = config_decode(&c, cfg, err);
+		}
+	}
 	snap_file_free(&f);
 	cv_buf_free(&buf);
 	return rc < 0 ? cv_error_wrap(err, "'%s'", state_path) : 0;

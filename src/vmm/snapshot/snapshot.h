@@ -24,12 +24,22 @@ struct snapshot_times {
 	double memory_ms;            /* writing the memory file */
 	uint64_t state_bytes;
 	uint64_t memory_bytes_written;   /* non-hole bytes */
+	uint64_t memory_pages_written;   /* diff: dirty pages written */
 };
 
-int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_path,
+/*
+ * diff: write only the pages dirtied since the last snapshot (or since the restore), which
+ * needs dirty page tracking (vm_config.track_dirty_pages) and such a base; see
+ * docs/snapshot-format.md for applying it (snapshot_merge).
+ */
+int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_path, bool diff,
 		       struct snapshot_times *times, struct cv_error *err);
 
 int vm_snapshot_read_shape(const char *state_path, struct snap_shape *shape, struct cv_error *err);
+
+/* The shape and the device configuration (SNAP_SEC_CONFIG) a VM needs to load the snapshot. */
+int vm_snapshot_read_config(const char *state_path, struct snap_shape *shape,
+			    struct snap_config *cfg, struct cv_error *err);
 
 int vm_restore(struct vm *vm, const char *state_path, const char *mem_path, struct cv_error *err);
 

@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include "error.h"
+#include "devices.h"
 #include "snapshot/format.h"
 
 struct vm;
@@ -44,6 +45,9 @@ int pci_state_load(struct pci_bus *bus, struct pci_device *d, struct snap_cur *i
 void virtio_state_save(struct vm_virtio *v, struct snap_buf *out);
 int virtio_state_load(struct vm_virtio *v, struct snap_cur *in, struct cv_error *err);
 
+#define SNAP_TYPE_FULL 0
+#define SNAP_TYPE_DIFF 1         /* the memory file holds only the pages dirtied since the base */
+
 /* What the state file says about the machine it came from. */
 #define SNAP_SHAPE_MAX_DEVICES 64
 struct snap_shape {
@@ -51,7 +55,7 @@ struct snap_shape {
 	uint32_t n_vcpus;
 	uint64_t memory_bytes;
 	uint64_t memory_file_size;
-	uint32_t snapshot_type;      /* 0 full */
+	uint32_t snapshot_type;      /* SNAP_TYPE_FULL or SNAP_TYPE_DIFF */
 	uint32_t transport;          /* enum virtio_transport: PCI or MMIO */
 	uint32_t n_devices;
 	struct {
@@ -61,13 +65,39 @@ struct snap_shape {
 	} dev[SNAP_SHAPE_MAX_DEVICES];
 };
 
-void shape_save(struct vm *vm, struct snap_buf *out);
+/* snapshot_type: SNAP_TYPE_FULL or SNAP_TYPE_DIFF. */
+void shape_save(struct vm *vm, uint32_t snapshot_type, struct snap_buf *out);
 int shape_decode(struct snap_cur *in, struct snap_shape *out, struct cv_error *err);
 /* One-line error naming the first difference between the snapshot's machine and vm. */
 int shape_check(const struct snap_shape *s, struct vm *vm, struct cv_error *err);
 
+/*
+ * The device configuration (config_state.c, SNAP_SEC_CONFIG). Decoded strings live in the
+ * struct; dev points into it, so it must outlive a VM built from dev.
+ */
+#define SNAP_CONFIG_ID_MAX 64
+#define SNAP_CONFIG_PATH_MAX 4096
+struct snap_config {
+	struct device_config dev;
+	char disk_id[VM_MAX_DISKS][SNAP_CONFIG_ID_MAX];
+	char disk_path[VM_MAX_DISKS][SNAP_CONFIG_PATH_MAX];
+	char disk_serial[VM_MAX_DISKS][SNAP_CONFIG_ID_MAX];
+	char net_id[VM_MAX_NETS][SNAP_CONFIG_ID_MAX];
+	char net_tap[VM_MAX_NETS][SNAP_CONFIG_ID_MAX];
+	char vsock_path[SNAP_CONFIG_PATH_MAX];
+};
+void config_save(const struct device_config *dc, struct snap_buf *out);
+int config_decode(struct snap_cur *in, struct snap_config *out, struct cv_error *err);
+
 /* Writes guest RAM to path (sparse: pages of zeroes become holes). */
 int memfile_write(struct vm *vm, const char *path, struct cv_error *err);
+/*
+ * Writes only the pages set in `dirty` (one bit per page, memory.h), zero pages included, at
+ * their offsets in a sparse file of the full size; everything else stays a hole. Refuses a
+ * file system that does not report the holes (SEEK_HOLE): the diff could not be applied.
+ */
+int memfile_write_diff(struct vm *vm, const char *path, const uint64_t *dirty,
+		       uint64_t *pages_written, struct cv_error *err);
 /* Replaces guest RAM with a private (copy-on-write, lazily faulted) mapping of path. */
 int memfile_map(struct vm *vm, const char *path, struct cv_error *err);
 

@@ -52,6 +52,8 @@ static bool release(struct virtio_balloon *b, uint64_t gpa, uint64_t len)
 	if (!p)
 		return false;
 	madvise(p, len, MADV_DONTNEED);
+	/* The page now reads as zero (or as the restored memory file): a diff must say so. */
+	guest_memory_mark_dirty(b->dev.mem, p, len);
 	return true;
 }
 
@@ -108,6 +110,7 @@ static void handle_report(struct virtio_balloon *b, struct virtq_elem *e)
 		uintptr_t end = ((uintptr_t)p + len) & ~(uintptr_t)(BALLOON_PAGE - 1);
 		if (end > start) {
 			madvise((void *)start, end - start, MADV_DONTNEED);
+			guest_memory_mark_dirty(b->dev.mem, (void *)start, end - start);
 			b->reported_bytes += end - start;
 		}
 	}

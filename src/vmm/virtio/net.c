@@ -788,8 +788,21 @@ static int net_load(struct virtio_dev *d, struct snap_cur *in, struct cv_error *
 	}
 	f->n_uni = nu;
 	f->n_multi = nm;
-	memcpy(n->cur_mac, mac, 6);
 	memcpy(f->mac, mac, 6);
+	if (n->mac_override && memcmp(mac, n->mac, 6) != 0) {
+		/*
+		 * A clone's new address: the configuration space shows it at once (with a
+		 * configuration change interrupt), but the driver reads the MAC only at probe, so
+		 * the guest goes on sending from the snapshot's address and the receive filter keeps
+		 * accepting that one until the driver sets the new one (CTRL_MAC_ADDR_SET, e.g. `ip
+		 * link set eth0 address ...` in the guest).
+		 */
+		memcpy(n->cur_mac, n->mac, 6);
+		if (virtio_dev_running(d))
+			virtio_dev_config_changed(d);
+	} else {
+		memcpy(n->cur_mac, mac, 6);
+	}
 	/* Ask for receive kicks: the chains to pop again raise none. */
 	if (n->active && d->vq[NET_RXQ].started) {
 		virtq_set_notification(&d->vq[NET_RXQ], true);
@@ -1024,5 +1037,6 @@ int virtio_net_add(struct vm *vm, const struct net_config *cfg, unsigned index, 
 		virtio_net_free(n);
 		return cv_error_wrap(err, "--net");
 	}
+	n->mac_override = cfg->mac_override && cfg->has_mac;
 	return vm_virtio_plug(vm, &n->dev, n, net_destroy, err);
 }

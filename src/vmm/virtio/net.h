@@ -93,6 +93,7 @@ struct virtio_net {
 
 	uint8_t mac[6];              /* configured address, restored at reset */
 	uint8_t cur_mac[6];          /* as the driver set it (CTRL_MAC_ADDR_SET) */
+	bool mac_override;           /* restore: `mac` replaces the snapshot's (net_config) */
 	bool active;                 /* DRIVER_OK seen, not reset since */
 	bool mergeable;
 	uint64_t rx_offloads;        /* guest-receive offload features in force */

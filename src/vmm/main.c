@@ -13,6 +13,7 @@
 #include "devopts.h"
 #include "exitcodes.h"
 #include "kvm_probe.h"
+#include "migrate/migrate.h"
 #include "snapshot/snapshot.h"
 #include "util.h"
 #include "vm.h"
@@ -55,6 +56,11 @@ static void usage(FILE *out)
 		"                         booting a kernel; give the device options it had, in the same\n"
 		"                         order (vCPUs and memory come from STATE; MEM is mapped\n"
 		"                         copy-on-write and never modified)\n"
+		"  --incoming tcp:HOST:PORT\n"
+		"                         receive a live migration (PUT /cvisor/migrate on the source)\n"
+		"                         instead of booting: listen there, accept one source, run its\n"
+		"                         guest; give the source's device options in the same order\n"
+		"                         (vCPUs and memory come from the source)\n"
 		"  --seccomp kill|log|off once the VM runs, each thread allows only the syscalls its\n"
 		"                         role needs and capabilities are dropped; kill (default):\n"
 		"                         another syscall kills the VMM with SIGSYS; log: allowed but\n"
@@ -75,6 +81,7 @@ struct options {
 	bool emulated_host;
 	const char *restore;         /* --restore STATE */
 	const char *memory_file;     /* --memory-file MEM */
+	const char *incoming;        /* --incoming tcp:HOST:PORT */
 	bool cpus_given, memory_given;
 };
 
@@ -82,7 +89,8 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 {
 	enum { OPT_KERNEL = 1, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE,
 	       OPT_EMUHOST, OPT_API_SOCK, OPT_RNG, OPT_DISK, OPT_NET, OPT_VSOCK, OPT_BALLOON, OPT_HELP,
-	       OPT_VERSION, OPT_SECCOMP, OPT_TRANSPORT, OPT_RESTORE, OPT_MEMORY_FILE };
+	       OPT_VERSION, OPT_SECCOMP, OPT_TRANSPORT, OPT_RESTORE, OPT_MEMORY_FILE,
+	       OPT_INCOMING };
 	static const struct option longopts[] = {
 		{ "kernel", required_argument, NULL, OPT_KERNEL },
 		{ "initrd", required_argument, NULL, OPT_INITRD },
@@ -103,6 +111,7 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 		{ "transport", required_argument, NULL, OPT_TRANSPORT },
 		{ "restore", required_argument, NULL, OPT_RESTORE },
 		{ "memory-file", required_argument, NULL, OPT_MEMORY_FILE },
+		{ "incoming", required_argument, NULL, OPT_INCOMING },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(o, 0, sizeof(*o));
@@ -195,6 +204,9 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 		case OPT_MEMORY_FILE:
 			o->memory_file = optarg;
 			break;
+		case OPT_INCOMING:
+			o->incoming = optarg;
+			break;
 		case OPT_TRANSPORT:
 			if (strcmp(optarg, "pci") == 0)
 				o->vm.devices.transport = VIRTIO_TRANSPORT_PCI;
@@ -217,6 +229,12 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 	}
 	if (optind < argc)
 		return cv_fail(err, CV_EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
+	if (o->incoming) {
+		if (o->restore || o->memory_file || o->boot.kernel || o->boot.n_initrds)
+			return cv_fail(err, CV_EXIT_USAGE, "--incoming receives a running VM: no "
+				       "--kernel, --initrd or --restore");
+		return 0;    /* the machine's shape comes from the source */
+	}
 	if (o->restore || o->memory_file) {
 		if (!o->restore || !o->memory_file)
 			return cv_fail(err, CV_EXIT_USAGE, "--restore and --memory-file go together");
@@ -315,6 +333,24 @@ int main(int argc, char **argv)
 	if (o.restore && restore_shape(&o, &err) < 0) {
 		cv_error_print(&err, "cvisor-vmm");
 		return err.code;
+	}
+	if (o.incoming) {
+		struct migrate_incoming_opts mo = {
+			.address = o.incoming, .listen_fd = -1, .cpus_given = o.cpus_given,
+			.memory_given = o.memory_given,
+		};
+		bool built;
+		if (migrate_incoming(&vm, &o.vm, &mo, &built, &err) < 0) {
+			cv_error_print(&err, "cvisor-vmm");
+			if (built)
+				vm_destroy(&vm);
+			return err.code;
+		}
+		status = vm_run(&vm, &err);
+		if (status != CV_EXIT_OK)
+			fprintf(stderr, "cvisor-vmm: %s\n", vm.stop_reason);
+		vm_destroy(&vm);
+		return status;
 	}
 	if (vm_init(&vm, &o.vm, &err) < 0 ||
 	    (o.restore ? vm_restore(&vm, o.restore, o.memory_file, &err)

@@ -46,12 +46,14 @@ void guest_memory_free(struct guest_memory *gm)
 	memset(gm, 0, sizeof(*gm));
 }
 
-int guest_memory_register(const struct guest_memory *gm, int vm_fd, struct cv_error *err)
+static int register_slots(const struct guest_memory *gm, int vm_fd, uint32_t flags,
+			  struct cv_error *err)
 {
 	for (unsigned i = 0; i < gm->n_regions; i++) {
 		const struct guest_region *r = &gm->regions[i];
 		struct kvm_userspace_memory_region slot = {
 			.slot = i,
+			.flags = flags,
 			.guest_phys_addr = r->gpa,
 			.memory_size = r->size,
 			.userspace_addr = (uint64_t)(uintptr_t)r->host,
@@ -63,6 +65,34 @@ int guest_memory_register(const struct guest_memory *gm, int vm_fd, struct cv_er
 					     (unsigned long long)(r->size >> 20));
 	}
 	return 0;
+}
+
+int guest_memory_register(const struct guest_memory *gm, int vm_fd, struct cv_error *err)
+{
+	return register_slots(gm, vm_fd, 0, err);
+}
+
+int guest_memory_dirty_logging(const struct guest_memory *gm, int vm_fd, bool on,
+			       struct cv_error *err)
+{
+	/* Changing only the flags of a slot is allowed while vCPUs run. */
+	return register_slots(gm, vm_fd, on ? KVM_MEM_LOG_DIRTY_PAGES : 0, err);
+}
+
+void guest_memory_mark_dirty(const struct guest_memory *gm, const void *host, uint64_t len)
+{
+	uint64_t *bits = __atomic_load_n(&gm->vmm_dirty, __ATOMIC_ACQUIRE);
+	if (!bits || !len)
+		return;
+	const uint8_t *p = host;
+	if (p < gm->host || (uint64_t)(p - gm->host) >= gm->size ||
+	    len > gm->size - (uint64_t)(p - gm->host))
+		return;
+	uint64_t first = (uint64_t)(p - gm->host) >> 12;
+	uint64_t last = ((uint64_t)(p - gm->host) + len - 1) >> 12;
+	/* Release: whoever harvests the bit (acquire) then reads the data written before it. */
+	for (uint64_t pg = first; pg <= last; pg++)
+		__atomic_fetch_or(&bits[pg / 64], 1ULL << (pg % 64), __ATOMIC_RELEASE);
 }
 
 void *guest_memory_ptr(const struct guest_memory *gm, uint64_t gpa, uint64_t len)

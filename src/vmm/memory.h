@@ -27,6 +27,12 @@ struct guest_memory {
 	uint8_t *host;          /* start of the single host mapping */
 	struct guest_region regions[GUEST_MEMORY_MAX_REGIONS];
 	unsigned n_regions;
+	/*
+	 * While a live migration runs (migrate/dirty.c): one bit per 4 KiB page, in host-mapping
+	 * order, for pages the VMM wrote on the guest's behalf (device DMA), which KVM's dirty log
+	 * does not see. NULL otherwise. Accessed with __atomic builtins only.
+	 */
+	uint64_t *vmm_dirty;
 };
 
 /* Maps `size` bytes (a multiple of 4 KiB, at least GUEST_MEMORY_MIN) and lays out regions. */
@@ -42,6 +48,16 @@ void *guest_memory_ptr(const struct guest_memory *gm, uint64_t gpa, uint64_t len
 /* Copies into guest memory; -1 with err if the range is not RAM. */
 int guest_memory_write(const struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t len,
 		       struct cv_error *err);
+
+/*
+ * Records that the VMM wrote [host, host+len) of guest RAM (a no-op unless a migration tracks
+ * writes). Call after the write: a harvest between the write and the mark then still sees it.
+ */
+void guest_memory_mark_dirty(const struct guest_memory *gm, const void *host, uint64_t len);
+
+/* Turns KVM's dirty page logging of every RAM slot on or off. */
+int guest_memory_dirty_logging(const struct guest_memory *gm, int vm_fd, bool on,
+			       struct cv_error *err);
 
 /* End of RAM below the MMIO hole (exclusive). */
 uint64_t guest_memory_low_end(const struct guest_memory *gm);

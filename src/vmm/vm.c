@@ -20,6 +20,7 @@
 #include "boot/cpu_state.h"
 #include "cpuid.h"
 #include "layout.h"
+#include "migrate/migrate.h"
 #include "tables/acpi.h"
 #include "tables/mptable.h"
 #include "util.h"
@@ -148,6 +149,7 @@ int vm_init(struct vm *vm, const struct vm_config *cfg, struct cv_error *err)
 	vm->kvm.fd = vm->fd = vm->stop_eventfd = vm->uart_drained_eventfd = -1;
 	vm->loop.epfd = vm->loop.wake_fd = -1;
 	vm->api.listen_fd = -1;
+	vm->migrate_ack_fd = -1;
 	vm->api_sock = cfg->api_sock;
 	vm->sandbox = cfg->sandbox;
 	vm->console.out_fd = vm->console.in_fd = -1;
@@ -258,8 +260,14 @@ int vm_run(struct vm *vm, struct cv_error *err)
 		rc = evloop_start(&vm->loop, "io", err);
 	if (rc == 0 && vm->api_sock)
 		rc = api_server_start(&vm->api, vm->api_sock, vmm_api_route, vm, err);
+	/* The migration thread needs TCP, which no thread may reach once sandboxed: start it now. */
+	if (rc == 0 && vm->api_sock)
+		rc = migrate_thread_prepare(vm, err);
 	for (unsigned i = 0; rc == 0 && i < vm->n_vcpus; i++)
 		rc = vcpu_start(&vm->vcpus[i], err);
+	/* An incoming migration: the guest runs here now; the source may stop. */
+	if (rc == 0)
+		migrate_incoming_resumed(vm);
 	if (rc < 0)
 		vm_request_stop(vm, err->code, "%s", err->msg);
 	else if (vm_sandbox_thread(vm, VMM_ROLE_MAIN, NULL))   /* last: threads inherit it */
@@ -324,6 +332,10 @@ int vm_run(struct vm *vm, struct cv_error *err)
 
 void vm_destroy(struct vm *vm)
 {
+	migrate_destroy(vm);
+	if (vm->migrate_ack_fd >= 0)
+		close(vm->migrate_ack_fd);
+	vm->migrate_ack_fd = -1;
 	for (unsigned i = 0; i < vm->created_vcpus; i++) {
 		vcpu_join(&vm->vcpus[i]);
 		vcpu_destroy(&vm->vcpus[i]);

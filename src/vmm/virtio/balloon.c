@@ -52,6 +52,8 @@ static bool release(struct virtio_balloon *b, uint64_t gpa, uint64_t len)
 	if (!p)
 		return false;
 	madvise(p, len, MADV_DONTNEED);
+	/* The pages now read as zero: a live migration must send them again (virtq.c says why). */
+	guest_memory_mark_dirty(b->dev.mem, p, len);
 	return true;
 }
 

@@ -193,6 +193,11 @@ Test(sandbox, forbidden_syscall_kills_the_process_with_sigsys)
 		      "API thread calling execve");
 	expect_sigsys(run_probe(VMM_ROLE_MAIN, VMM_SANDBOX_KILL, probe_clone_thread),
 		      "main thread creating a thread after start");
+	expect_sigsys(run_probe(VMM_ROLE_MIGRATE, VMM_SANDBOX_KILL, probe_execve),
+		      "migration thread calling execve");
+	if (!SANITIZED)
+		expect_sigsys(run_probe(VMM_ROLE_MIGRATE, VMM_SANDBOX_KILL, probe_openat),
+			      "migration thread opening a file");
 }
 
 Test(sandbox, allowed_syscalls_pass)
@@ -204,6 +209,8 @@ Test(sandbox, allowed_syscalls_pass)
 		  "I/O thread creating a Unix socket (vsock)");
 	expect_ok(run_probe(VMM_ROLE_MAIN, VMM_SANDBOX_KILL, probe_tgkill_self),
 		  "main thread signalling its own thread");
+	expect_ok(run_probe(VMM_ROLE_MIGRATE, VMM_SANDBOX_KILL, probe_socket_inet),
+		  "migration thread creating a TCP socket (to the destination)");
 }
 
 Test(sandbox, arguments_are_checked)

@@ -172,52 +172,14 @@ static int read_hello(struct mig_reader *rd, struct vm_config *cfg,
 /* Memory rounds until the STATE frame, which is restored. */
 static int receive(struct vm *vm, struct mig_reader *rd, bool quiet, struct cv_error *err)
 {
-	uint64_t round_pages = 0, total = 0;
-	uint32_t expect_round = 1;
-	for (;;) {
-		struct mig_frame f;
-		struct mig_pages pg;
-		if (mig_read_frame(rd, &f, err) < 0)
-			return -1;
-		switch (f.type) {
-		case MIG_PAGES:
-		case MIG_ZERO:
-			if (mig_decode_pages(&f, vm->mem.size, &pg, err) < 0)
-				return -1;
-			if (pg.data)
-				memcpy(vm->mem.host + pg.offset, pg.data, pg.n * MIG_PAGE);
-			else
-				memset(vm->mem.host + pg.offset, 0, pg.n * MIG_PAGE);
-			round_pages += pg.n;
-			total += pg.n;
-			break;
-		case MIG_ROUND: {
-			uint32_t round;
-			uint64_t pages;
-			if (mig_decode_round(&f, &round, &pages, err) < 0)
-				return -1;
-			if (round != expect_round || pages != round_pages)
-				return cv_fail(err, CV_EXIT_DATAERR, "migration stream: round %u ended "
-					       "with %llu pages, %llu received (expected round %u)",
-					       round, (unsigned long long)pages,
-					       (unsigned long long)round_pages, expect_round);
-			expect_round++;
-			round_pages = 0;
-			break;
-		}
-		case MIG_STATE:
-			if (round_pages)
-				return cv_fail(err, CV_EXIT_DATAERR, "migration stream: state before the "
-					       "end of the last round");
-			if (!quiet)
-				fprintf(stderr, "cvisor-vmm: incoming: %u rounds, %llu pages; loading "
-					"the state\n", expect_round - 1, (unsigned long long)total);
-			return vm_restore_state(vm, f.payload, f.len, err);
-		default:
-			return cv_fail(err, CV_EXIT_DATAERR, "migration stream: unexpected %s frame",
-				       mig_frame_name(f.type));
-		}
-	}
+	struct mig_frame state;
+	struct mig_rx_stats st;
+	if (mig_receive_memory(rd, vm->mem.host, vm->mem.size, &state, &st, err) < 0)
+		return -1;
+	if (!quiet)
+		fprintf(stderr, "cvisor-vmm: incoming: %u rounds, %llu pages; loading the state\n",
+			st.rounds, (unsigned long long)st.pages);
+	return vm_restore_state(vm, state.payload, state.len, err);
 }
 
 int migrate_incoming(struct vm *vm, struct vm_config *cfg, const struct migrate_incoming_opts *o,

@@ -281,6 +281,55 @@ int mig_decode_round(const struct mig_frame *f, uint32_t *round, uint64_t *pages
 	return 0;
 }
 
+int mig_receive_memory(struct mig_reader *rd, uint8_t *mem, uint64_t mem_size,
+		       struct mig_frame *state, struct mig_rx_stats *st, struct cv_error *err)
+{
+	uint64_t round_pages = 0;
+	memset(st, 0, sizeof(*st));
+	for (;;) {
+		struct mig_frame f;
+		struct mig_pages pg;
+		if (mig_read_frame(rd, &f, err) < 0)
+			return -1;
+		switch (f.type) {
+		case MIG_PAGES:
+		case MIG_ZERO:
+			if (mig_decode_pages(&f, mem_size, &pg, err) < 0)
+				return -1;
+			if (pg.data)
+				memcpy(mem + pg.offset, pg.data, (size_t)pg.n * MIG_PAGE);
+			else
+				memset(mem + pg.offset, 0, (size_t)pg.n * MIG_PAGE);
+			round_pages += pg.n;
+			st->pages += pg.n;
+			break;
+		case MIG_ROUND: {
+			uint32_t round;
+			uint64_t pages;
+			if (mig_decode_round(&f, &round, &pages, err) < 0)
+				return -1;
+			if (round != st->rounds + 1 || pages != round_pages)
+				return cv_fail(err, CV_EXIT_DATAERR, "migration stream: round %u ended "
+					       "with %llu pages, %llu received (expected round %u)",
+					       round, (unsigned long long)pages,
+					       (unsigned long long)round_pages, st->rounds + 1);
+			st->rounds++;
+			round_pages = 0;
+			break;
+		}
+		case MIG_STATE:
+			if (round_pages || st->rounds == 0)
+				return cv_fail(err, CV_EXIT_DATAERR, "migration stream: state before the "
+					       "end of a memory round");
+			*state = f;
+			return 0;
+		default:
+			return cv_fail(err, CV_EXIT_DATAERR, "migration stream: unexpected %s frame",
+				       mig_frame_name(f.type));
+		}
+	}
+}
+
 int mig_parse_address(const char *spec, struct sockaddr_storage *sa, unsigned *sa_len,
 		      struct cv_error *err)
 {

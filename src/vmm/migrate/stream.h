@@ -101,6 +101,19 @@ int mig_decode_pages(const struct mig_frame *f, uint64_t mem_size, struct mig_pa
 int mig_decode_round(const struct mig_frame *f, uint32_t *round, uint64_t *pages,
 		     struct cv_error *err);
 
+/*
+ * The destination's memory phase: applies PAGES and ZERO frames to mem (mem_size bytes, the
+ * guest RAM in host-mapping order) and checks each ROUND's page count, until the STATE frame,
+ * which is returned (its payload valid until the reader reads again). Anything else, an
+ * offset outside mem, a miscounted round or a STATE in mid-round is refused.
+ */
+struct mig_rx_stats {
+	uint32_t rounds;
+	uint64_t pages;
+};
+int mig_receive_memory(struct mig_reader *rd, uint8_t *mem, uint64_t mem_size,
+		       struct mig_frame *state, struct mig_rx_stats *st, struct cv_error *err);
+
 const char *mig_frame_name(uint32_t type);
 
 /* "tcp:HOST:PORT" (HOST an IPv4 address, [IPv6] or localhost) into a socket address. */

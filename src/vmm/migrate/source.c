@@ -47,6 +47,7 @@ struct vm_migration {
 	struct migrate_params params;
 	struct migrate_stats stats;      /* under lock */
 	atomic_bool cancel;
+	atomic_bool committed;           /* GO sent: a cancel can no longer stop it */
 	int sock;                        /* under lock: cancel shuts it down */
 	int pagemap_fd;
 	struct mig_dirty dirty;
@@ -151,7 +152,7 @@ static int sock_read(void *ctx, void *buf, size_t n, struct cv_error *err)
 	uint8_t *p = buf;
 	double deadline = now_ms() + c->timeout_ms;
 	while (n) {
-		if (atomic_load(&c->m->cancel))
+		if (atomic_load(&c->m->cancel) && !atomic_load(&c->m->committed))
 			return cv_fail(err, CV_EXIT_IOERR, "cancelled");
 		int left = (int)(deadline - now_ms());
 		if (left <= 0)
@@ -450,6 +451,12 @@ static void run_job(struct vm_migration *m)
 	if (vm_hold_pause(vm, &was_paused, &err) < 0)
 		goto fail;
 	held = true;
+	if (was_paused) {
+		/* The destination would run it: a VM someone paused must not move that way. */
+		cv_fail(&err, CV_EXIT_USAGE, "the VM was paused during the migration; resume it and "
+			"migrate again");
+		goto fail;
+	}
 	if (mig_dirty_harvest(&m->dirty, &err) < 0)
 		goto fail;
 	pthread_mutex_lock(&m->lock);
@@ -472,6 +479,14 @@ static void run_job(struct vm_migration *m)
 		goto fail;
 	}
 	/* The point of no return: from now on the destination may run the guest. */
+	pthread_mutex_lock(&m->lock);
+	if (atomic_load(&m->cancel)) {
+		pthread_mutex_unlock(&m->lock);
+		cv_fail(&err, CV_EXIT_IOERR, "cancelled");
+		goto fail;
+	}
+	atomic_store(&m->committed, true);
+	pthread_mutex_unlock(&m->lock);
 	mig_put_frame(&m->out, MIG_GO, 0, NULL, 0);
 	committed = true;
 	sc.timeout_ms = MIGRATE_IO_TIMEOUT_MS;
@@ -599,6 +614,9 @@ int migrate_start(struct vm *vm, const struct migrate_params *p, struct cv_error
 		return -1;
 	if (atomic_load(&vm->stopping))
 		return cv_fail(err, CV_EXIT_USAGE, "the VM is stopping");
+	if (vm_is_paused(vm))
+		return cv_fail(err, CV_EXIT_USAGE, "the VM is paused: resume it first (a migrated VM "
+			       "runs on the destination)");
 	if (!vm->migration || !vm->migration->thread_started) {
 		/* Once the VMM is sandboxed no thread may be created with network access. */
 		if (atomic_load(&vm->sandbox_armed) && vm->sandbox != VMM_SANDBOX_OFF)
@@ -621,6 +639,7 @@ int migrate_start(struct vm *vm, const struct migrate_params *p, struct cv_error
 		m->stats.state = MIGRATE_SETUP;
 		m->t0 = now_ms();
 		atomic_store(&m->cancel, false);
+		atomic_store(&m->committed, false);
 		m->job = m->busy = true;
 		pthread_cond_broadcast(&m->cond);
 	}
@@ -645,6 +664,9 @@ int migrate_cancel(struct vm *vm, struct cv_error *err)
 	if (!m->busy)
 		rc = cv_fail(err, CV_EXIT_USAGE, "no migration is running (last: %s)",
 			     migrate_state_name(m->stats.state));
+	else if (atomic_load(&m->committed))
+		rc = cv_fail(err, CV_EXIT_USAGE, "too late to cancel: the destination has been told "
+			     "to run the guest");
 	else {
 		atomic_store(&m->cancel, true);
 		if (m->sock >= 0)

@@ -4,6 +4,7 @@
  * the guest powers off; the exit status says how the guest ended (docs/exit-status.md).
  */
 #include <getopt.h>
+#include <sys/socket.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "exitcodes.h"
 #include "kvm_probe.h"
 #include "migrate/migrate.h"
+#include "migrate/stream.h"
 #include "snapshot/snapshot.h"
 #include "util.h"
 #include "vm.h"
@@ -233,6 +235,10 @@ static int parse_args(int argc, char **argv, struct options *o, struct cv_error 
 		if (o->restore || o->memory_file || o->boot.kernel || o->boot.n_initrds)
 			return cv_fail(err, CV_EXIT_USAGE, "--incoming receives a running VM: no "
 				       "--kernel, --initrd or --restore");
+		struct sockaddr_storage sa;
+		unsigned sa_len;
+		if (mig_parse_address(o->incoming, true, &sa, &sa_len, err) < 0)
+			return cv_error_wrap(err, "--incoming");
 		return 0;    /* the machine's shape comes from the source */
 	}
 	if (o->restore || o->memory_file) {

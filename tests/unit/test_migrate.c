@@ -235,19 +235,21 @@ Test(stream, addresses)
 	struct sockaddr_storage sa;
 	unsigned len;
 	struct cv_error err = { 0 };
-	cr_assert_eq(mig_parse_address("tcp:127.0.0.1:4444", &sa, &len, &err), 0, "%s", err.msg);
+	cr_assert_eq(mig_parse_address("tcp:127.0.0.1:4444", false, &sa, &len, &err), 0, "%s", err.msg);
 	cr_assert_eq(sa.ss_family, AF_INET);
 	cr_assert_eq(ntohs(((struct sockaddr_in *)&sa)->sin_port), 4444);
-	cr_assert_eq(mig_parse_address("tcp:[::1]:80", &sa, &len, &err), 0, "%s", err.msg);
+	cr_assert_eq(mig_parse_address("tcp:[::1]:80", false, &sa, &len, &err), 0, "%s", err.msg);
 	cr_assert_eq(sa.ss_family, AF_INET6);
-	cr_assert_eq(mig_parse_address("tcp:localhost:80", &sa, &len, &err), 0);
+	cr_assert_eq(mig_parse_address("tcp:localhost:80", false, &sa, &len, &err), 0);
 	const char *bad[] = { "127.0.0.1:80", "tcp:127.0.0.1", "tcp:127.0.0.1:0",
 			      "tcp:127.0.0.1:65536", "tcp:example.com:80", "tcp::80",
 			      "tcp:[::1:80", "tcp:1.2.3.4:8x", "unix:/tmp/x" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		cr_assert_eq(mig_parse_address(bad[i], &sa, &len, &err), -1, "%s accepted", bad[i]);
+		cr_assert_eq(mig_parse_address(bad[i], false, &sa, &len, &err), -1, "%s accepted", bad[i]);
 		cr_assert_eq(err.code, CV_EXIT_USAGE);
 	}
+	cr_assert_eq(mig_parse_address("tcp:0.0.0.0:0", true, &sa, &len, &err), 0, "%s", err.msg);
+	cr_assert_eq(ntohs(((struct sockaddr_in *)&sa)->sin_port), 0, "listening: any port");
 }
 
 /* ---- device writes into guest RAM are marked dirty ---- */

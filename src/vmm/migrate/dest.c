@@ -28,19 +28,8 @@ int migrate_listen(const char *address, unsigned *port, struct cv_error *err)
 {
 	struct sockaddr_storage sa;
 	unsigned sa_len;
-	if (mig_parse_address(address, &sa, &sa_len, err) < 0) {
-		/* Port 0 (any) is fine for listening. */
-		if (!strstr(address, ":0") || strlen(strstr(address, ":0")) != 2)
-			return -1;
-		char tmp[160];
-		snprintf(tmp, sizeof(tmp), "%.*s:1", (int)(strlen(address) - 2), address);
-		if (mig_parse_address(tmp, &sa, &sa_len, err) < 0)
-			return -1;
-		if (sa.ss_family == AF_INET)
-			((struct sockaddr_in *)&sa)->sin_port = 0;
-		else
-			((struct sockaddr_in6 *)&sa)->sin6_port = 0;
-	}
+	if (mig_parse_address(address, true, &sa, &sa_len, err) < 0)
+		return -1;
 	int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return cv_fail_errno(err, CV_EXIT_OSERR, "socket");

@@ -310,7 +310,7 @@ static int connect_to(struct vm_migration *m, struct cv_error *err)
 {
 	struct sockaddr_storage sa;
 	unsigned sa_len;
-	if (mig_parse_address(m->params.destination, &sa, &sa_len, err) < 0)
+	if (mig_parse_address(m->params.destination, false, &sa, &sa_len, err) < 0)
 		return -1;
 	int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
@@ -610,7 +610,7 @@ int migrate_start(struct vm *vm, const struct migrate_params *p, struct cv_error
 {
 	struct sockaddr_storage sa;
 	unsigned sa_len;
-	if (mig_parse_address(p->destination, &sa, &sa_len, err) < 0)
+	if (mig_parse_address(p->destination, false, &sa, &sa_len, err) < 0)
 		return -1;
 	if (atomic_load(&vm->stopping))
 		return cv_fail(err, CV_EXIT_USAGE, "the VM is stopping");

@@ -330,8 +330,8 @@ int mig_receive_memory(struct mig_reader *rd, uint8_t *mem, uint64_t mem_size,
 	}
 }
 
-int mig_parse_address(const char *spec, struct sockaddr_storage *sa, unsigned *sa_len,
-		      struct cv_error *err)
+int mig_parse_address(const char *spec, bool any_port, struct sockaddr_storage *sa,
+		      unsigned *sa_len, struct cv_error *err)
 {
 	memset(sa, 0, sizeof(*sa));
 	if (strncmp(spec, "tcp:", 4) != 0)
@@ -358,8 +358,9 @@ int mig_parse_address(const char *spec, struct sockaddr_storage *sa, unsigned *s
 	memcpy(h, host, hl);
 	h[hl] = 0;
 	uint64_t port;
-	if (!cv_parse_u64(colon + 1, 1, 65535, &port))
-		return cv_fail(err, CV_EXIT_USAGE, "'%s': the port must be 1 to 65535", spec);
+	if (!cv_parse_u64(colon + 1, any_port ? 0 : 1, 65535, &port))
+		return cv_fail(err, CV_EXIT_USAGE, "'%s': the port must be %d to 65535", spec,
+			       any_port ? 0 : 1);
 	if (strcmp(h, "localhost") == 0)
 		snprintf(h, sizeof(h), "127.0.0.1");
 	struct sockaddr_in *a4 = (struct sockaddr_in *)sa;

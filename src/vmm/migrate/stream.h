@@ -116,9 +116,12 @@ int mig_receive_memory(struct mig_reader *rd, uint8_t *mem, uint64_t mem_size,
 
 const char *mig_frame_name(uint32_t type);
 
-/* "tcp:HOST:PORT" (HOST an IPv4 address, [IPv6] or localhost) into a socket address. */
+/*
+ * "tcp:HOST:PORT" (HOST an IPv4 address, [IPv6] or localhost) into a socket address; port 0
+ * (any) only if any_port (for listening).
+ */
 struct sockaddr_storage;
-int mig_parse_address(const char *spec, struct sockaddr_storage *sa, unsigned *sa_len,
-		      struct cv_error *err);
+int mig_parse_address(const char *spec, bool any_port, struct sockaddr_storage *sa,
+		      unsigned *sa_len, struct cv_error *err);
 
 #endif

@@ -50,6 +50,13 @@ int migrate_listen(const char *address, unsigned *port, struct cv_error *err)
 	return fd;
 }
 
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 struct conn {
 	int fd;
 	int timeout_ms;
@@ -109,6 +116,11 @@ static int send_control(int fd, uint32_t type, struct cv_error *err)
 	return rc;
 }
 
+/*
+ * Tells the source why we give up, then lets it see the message: closing with unread data
+ * would reset the connection at once, so stop sending and read what is still coming (briefly)
+ * until the source closes.
+ */
 static void send_error(int fd, const struct cv_error *why)
 {
 	struct snap_buf b = { 0 };
@@ -116,13 +128,19 @@ static void send_error(int fd, const struct cv_error *why)
 	struct cv_error ignored = { 0 };
 	send_buf(fd, &b, &ignored);
 	snap_buf_free(&b);
-}
-
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+	shutdown(fd, SHUT_WR);
+	double end = now_ms() + 2000;
+	uint8_t sink[65536];
+	while (now_ms() < end) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		if (poll(&pfd, 1, 100) < 0 && errno != EINTR)
+			break;
+		if (!pfd.revents)
+			continue;
+		ssize_t n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			break;
+	}
 }
 
 /* HELLO: the machine the source runs; cfg takes its vCPUs, memory and transport. */

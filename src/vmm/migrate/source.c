@@ -54,6 +54,7 @@ struct vm_migration {
 	double t0;
 	/* Job-local, touched by the thread only. */
 	struct snap_buf out;
+	bool send_failed;
 	uint64_t round_bytes, job_bytes;
 	double round_t0;
 };
@@ -95,6 +96,7 @@ static int sock_write(struct vm_migration *m, const uint8_t *p, size_t n, struct
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
+			m->send_failed = true;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return cv_fail(err, CV_EXIT_IOERR, "sending to the destination: no progress "
 					       "for %d s", MIGRATE_IO_TIMEOUT_MS / 1000);
@@ -359,6 +361,7 @@ static void run_job(struct vm_migration *m)
 	m->out.len = 0;
 	m->out.oom = false;
 	m->job_bytes = 0;
+	m->send_failed = false;
 	bool held = false, was_paused = false, committed = false;
 	uint64_t budget = m->params.downtime_ms ? m->params.downtime_ms
 						: MIGRATE_DEFAULT_DOWNTIME_MS;
@@ -515,6 +518,17 @@ static void run_job(struct vm_migration *m)
 	return;
 
 fail:
+	if (!committed && m->send_failed && !atomic_load(&m->cancel) && m->sock >= 0) {
+		/*
+		 * A destination that gives up sends ERROR and closes; we notice when a send fails.
+		 * Its reason is usually still in our receive queue: report that, not the reset.
+		 */
+		struct cv_error peer = { 0 };
+		struct mig_frame ef;
+		sc.timeout_ms = 1000;
+		if (mig_read_frame(&rd, &ef, &peer) < 0 && strncmp(peer.msg, "the peer gave up", 16) == 0)
+			err = peer;
+	}
 	if (!committed) {
 		/* Tell the destination why, if the connection still carries it; it then exits. */
 		if (m->sock >= 0) {

@@ -431,6 +431,8 @@ static void run_job(struct vm_migration *m)
 		const char *why = NULL;
 		if (bw > 0 && expect <= (double)budget)
 			why = "converged";
+		else if (bw == 0 && left <= 256)
+			why = "converged";     /* rounds too small to measure: the rest is too */
 		else if (stalled >= MIGRATE_STALL_ROUNDS)
 			why = "no progress";
 		else if (round >= max_rounds)

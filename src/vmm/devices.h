@@ -22,6 +22,11 @@ struct disk_config {
 	const char *path;
 	bool read_only;
 	const char *serial;          /* NULL: derived from the image path */
+	/*
+	 * Open without taking the image lock (an incoming live migration: the source holds it
+	 * until it hands the guest over; virtio_blk_lock_images takes it then).
+	 */
+	bool defer_lock;
 };
 
 struct net_config {

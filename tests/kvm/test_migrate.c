@@ -12,6 +12,7 @@
  * refuse a plain resume, and resume only on the operator's cancel.
  */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -113,6 +114,17 @@ static const char *check_region(struct vm *vm, char *why, size_t len)
 	return NULL;
 }
 
+/* A read-write disk image both sides name (shared storage), or none. */
+static const char *disk_path;
+
+static void with_disk(struct vm_config *cfg)
+{
+	if (!disk_path)
+		return;
+	cfg->devices.disks[0] = (struct disk_config){ .path = disk_path };
+	cfg->devices.n_disks = 1;
+}
+
 static void source_make(struct runner *r)
 {
 	memset(r, 0, sizeof(*r));
@@ -124,6 +136,7 @@ static void source_make(struct runner *r)
 		.cpus = 1, .memory_bytes = MEM,
 		.console = { .kind = CONSOLE_FILE, .path = r->console },
 	};
+	with_disk(&cfg);
 	struct cv_error err = { 0 };
 	cr_assert_eq(vm_init(&r->vm, &cfg, &err), 0, "vm_init: %s", err.msg);
 	cr_assert_eq(guest_memory_write(&r->vm.mem, CODE_GPA, guest_sweeper_start,
@@ -201,6 +214,7 @@ static pid_t spawn_destination(int lfd, uint64_t min_sweeps, bool cpus_two)
 		.cpus = cpus_two ? 2 : 1,
 		.console = { .kind = CONSOLE_NONE },
 	};
+	with_disk(&cfg);
 	struct migrate_incoming_opts o = { .listen_fd = lfd, .quiet = true, .cpus_given = cpus_two };
 	bool built;
 	if (migrate_incoming(&d.vm, &cfg, &o, &built, &err) < 0) {
@@ -282,6 +296,76 @@ Test(migrate, pages_rewritten_during_rounds_are_resent, .timeout = 120)
 	struct migrate_stats s = migrate_sweeper(24u << 20);
 	cr_assert_geq(s.rounds, 3, "a guest rewriting 4 MiB never fits 50 ms at 24 MB/s at once");
 	cr_assert_geq(s.pages_sent, 2 * DATA_PAGES, "pages were resent");
+}
+
+/* Whether someone holds a lock on the image (as another cvisor-vmm would find). */
+static bool image_locked(const char *path)
+{
+	int fd = open(path, O_RDWR);
+	cr_assert_geq(fd, 0);
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	bool locked = fcntl(fd, F_OFD_SETLK, &fl) < 0;
+	close(fd);
+	return locked;
+}
+
+/*
+ * With a read-write disk both sides open, the image lock moves with the guest: the destination
+ * opens the image unlocked, the source drops its lock just before GO, the destination takes it
+ * before running. Afterwards the destination holds it, although the source process still has
+ * the image open.
+ */
+Test(migrate, disk_lock_moves_with_the_guest, .timeout = 120)
+{
+	require_kvm();
+	char img[] = "/tmp/cvisor-mig-disk-XXXXXX";
+	int fd = mkstemp(img);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(ftruncate(fd, 1 << 20), 0);
+	close(fd);
+	disk_path = img;
+	unsigned port;
+	int lfd = listen_any(&port);
+	int ready[2];
+	cr_assert_eq(pipe(ready), 0);
+	pid_t child = fork();
+	cr_assert_geq(child, 0);
+	if (child == 0) {
+		static struct runner d;
+		struct cv_error err = { 0 };
+		struct vm_config cfg = { .console = { .kind = CONSOLE_NONE } };
+		with_disk(&cfg);
+		struct migrate_incoming_opts o = { .listen_fd = lfd, .quiet = true };
+		bool built;
+		if (migrate_incoming(&d.vm, &cfg, &o, &built, &err) < 0)
+			dest_fail(err.msg);
+		if (pthread_create(&d.thread, NULL, dest_run, &d))
+			dest_fail("thread");
+		/* Running with the lock; wait for the parent to look, then power off. */
+		char c;
+		if (read(ready[0], &c, 1) != 1)
+			dest_fail("pipe");
+		__atomic_store_n(ctrl(&d.vm) + 1, 1, __ATOMIC_RELAXED);
+		pthread_join(d.thread, NULL);
+		_exit(d.status == CV_EXIT_OK ? 0 : 1);
+	}
+	close(lfd);
+	struct runner r;
+	source_make(&r);
+	cr_assert(image_locked(img), "the source holds its disk");
+	migrate_to(&r.vm, port, 0);
+	struct migrate_stats s = wait_outcome(&r.vm);
+	cr_assert_eq(s.state, MIGRATE_COMPLETED, "%s: %s", migrate_state_name(s.state), s.error);
+	pthread_join(r.thread, NULL);
+	cr_assert(image_locked(img), "the destination holds the disk now");
+	vm_destroy(&r.vm);
+	cr_assert(image_locked(img), "still the destination's once the source closed it");
+	cr_assert_eq(write(ready[1], "x", 1), 1);
+	cr_assert_eq(wait_child(child), 0);
+	cr_assert_not(image_locked(img), "free once the destination ended");
+	unlink(r.console);
+	unlink(img);
+	disk_path = NULL;
 }
 
 /* A destination that accepts, takes some memory and drops the connection. */

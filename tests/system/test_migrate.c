@@ -6,8 +6,8 @@
  * rewrites 32 MiB continuously, checking every page and a checksum of the whole region on
  * every sweep, so memory a migration lost or delivered stale shows as "memsweep CORRUPT".
  *
- * Both VMs have virtio-rng and a read-only virtio-blk disk (the same image: shared storage),
- * so device state crosses as well.
+ * Both VMs have virtio-rng and a read-write virtio-blk disk (the same image: shared storage),
+ * so device state crosses as well and the image lock must move from one VMM to the other.
  *
  * Checked: the guest finishes on the destination with "memsweep ok", its sweep count goes on
  * from where the source stopped (no restart), the destination powers off normally (0), the
@@ -148,13 +148,13 @@ static const char host_common[] =
 	"firstsweep() { grep -o 'memsweep sweep [0-9]*' \"$1\" | head -n 1 | awk '{print $3}'; }\n"
 	"source_vm() {   # the source VMM in namespace A, guest running memsweep for $1 s\n"
 	"  ip netns exec $NA \"$B/cvisor-vmm\" --kernel \"$K/vmlinux\" --initrd \"$B/initramfs.cpio\""
-	" --initrd \"$W/g.cpio\" --memory 256 --rng --disk \"$W/disk.img,ro\" --api-sock \"$S/a.sock\" --console \"file:$S/c0\""
+	" --initrd \"$W/g.cpio\" --memory 256 --rng --disk \"$W/disk.img\" --api-sock \"$S/a.sock\" --console \"file:$S/c0\""
 	" --cmdline \"console=ttyS0 quiet -- /bin/sh /t.sh $1\" 2>\"$S/ea\" &\n"
 	"  src=$!\n"
 	"}\n"
 	"dest_vm() {   # dest_vm N: `cvisor-vmm --incoming` in namespace B, console $S/cN\n"
 	"  ip netns exec $NB \"$B/cvisor-vmm\" --incoming tcp:10.231.0.2:7000 --rng"
-	" --disk \"$W/disk.img,ro\""
+	" --disk \"$W/disk.img\""
 	" --api-sock \"$S/b$1.sock\" --console \"file:$S/c$1\" 2>\"$S/eb$1\" &\n"
 	"  dst=$!\n"
 	"  waitfor \"$S/eb$1\" 'waiting on' $dst || echo \"DEST$1-NOT-LISTENING\"\n"
@@ -180,7 +180,7 @@ static const char guest_script[] =
 
 static void prepare(void)
 {
-	/* A read-only disk both sides open (shared storage): its device state moves too. */
+	/* A disk both sides open (shared storage): its state and its lock move too. */
 	host_ok("truncate -s 16M '%s/disk.img'", work());
 	host_ok("mkdir -p '%s/g.d' && cp '%s/tests/memsweep' '%s/g.d/memsweep'", work(), sys_build(),
 		work());

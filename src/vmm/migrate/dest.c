@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "migrate/stream.h"
+#include "virtio/blk.h"
 #include "snapshot/snapshot.h"
 #include "snapshot/state.h"
 #include "util.h"
@@ -227,6 +228,9 @@ int migrate_incoming(struct vm *vm, struct vm_config *cfg, const struct migrate_
 	if (rc == 0)
 		rc = read_hello(&rd, cfg, o, &shape, err);
 	if (rc == 0) {
+		/* The source holds the disk locks until GO: open the images without. */
+		for (unsigned i = 0; i < cfg->devices.n_disks; i++)
+			cfg->devices.disks[i].defer_lock = true;
 		*built = true;
 		rc = vm_init(vm, cfg, err);
 		if (rc == 0)
@@ -248,6 +252,9 @@ int migrate_incoming(struct vm *vm, struct vm_config *cfg, const struct migrate_
 	struct mig_frame f;
 	if (rc == 0)
 		rc = mig_expect(&rd, MIG_GO, &f, err);
+	/* The source dropped its disk locks before GO; ours now, or we must not run. */
+	if (rc == 0)
+		rc = virtio_blk_lock_images(vm, true, err);
 	snap_buf_free(&pre);
 	mig_reader_free(&rd);
 	if (rc < 0) {

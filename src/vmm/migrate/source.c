@@ -30,6 +30,7 @@
 #include "snapshot/snapshot.h"
 #include "snapshot/state.h"
 #include "util.h"
+#include "virtio/blk.h"
 #include "vm.h"
 
 #define PM_PRESENT (1ULL << 63)
@@ -490,6 +491,12 @@ static void run_job(struct vm_migration *m)
 		cv_fail(&err, CV_EXIT_IOERR, "cancelled");
 		goto fail;
 	}
+	/* Hand the disk image locks over: the destination takes them on GO. */
+	if (virtio_blk_lock_images(vm, false, &err) < 0) {
+		pthread_mutex_unlock(&m->lock);
+		virtio_blk_lock_images(vm, true, &(struct cv_error){ 0 });
+		goto fail;
+	}
 	atomic_store(&m->committed, true);
 	pthread_mutex_unlock(&m->lock);
 	mig_put_frame(&m->out, MIG_GO, 0, NULL, 0);
@@ -543,6 +550,14 @@ fail:
 	close_sock(m);
 	mig_reader_free(&rd);
 	mig_dirty_stop(&m->dirty);
+	if (committed && strncmp(err.msg, "the peer gave up", 16) == 0 &&
+	    virtio_blk_lock_images(vm, true, &(struct cv_error){ 0 }) == 0) {
+		/*
+		 * An ERROR after GO is the destination saying it will not run the guest (it could
+		 * not take a disk lock, say): it is ours again, disks included.
+		 */
+		committed = false;
+	}
 	if (committed) {
 		/* Never resume here on our own: the destination may be running the guest. */
 		char why[CV_ERROR_MAX + 200];
@@ -671,7 +686,14 @@ int migrate_cancel(struct vm *vm, struct cv_error *err)
 	pthread_mutex_lock(&m->lock);
 	int rc = 0;
 	if (m->stats.state == MIGRATE_UNKNOWN && !m->busy) {
-		/* The operator says the destination does not run the guest: resume it here. */
+		/*
+		 * The operator says the destination does not run the guest: resume it here, once
+		 * the disks are ours again (a destination that runs it holds them).
+		 */
+		if (virtio_blk_lock_images(vm, true, err) < 0) {
+			pthread_mutex_unlock(&m->lock);
+			return cv_error_wrap(err, "not resumed: the destination may run the guest");
+		}
 		m->stats.state = MIGRATE_CANCELLED;
 		pthread_mutex_unlock(&m->lock);
 		vm_release_pause(vm, true);

@@ -468,8 +468,10 @@ static void run_job(struct vm_migration *m)
 	pthread_mutex_lock(&m->lock);
 	uint32_t last = m->stats.rounds + 1;
 	pthread_mutex_unlock(&m->lock);
+	double t_paused = now_ms();
 	if (round_send(m, last, &err) < 0)
 		goto fail;
+	double t_last = now_ms();
 	struct snap_buf state = { 0 };
 	if (vm_snapshot_state(vm, &state, &err) < 0) {
 		snap_buf_free(&state);
@@ -478,8 +480,12 @@ static void run_job(struct vm_migration *m)
 	mig_put_frame(&m->out, MIG_STATE, 0, state.b, state.len);
 	snap_buf_free(&state);
 	sc.timeout_ms = HANDOVER_TIMEOUT_MS;
-	if (flush(m, &err) < 0 || mig_expect(&rd, MIG_READY, &f, &err) < 0)
+	if (flush(m, &err) < 0)
 		goto fail;
+	double t_state = now_ms();
+	if (mig_expect(&rd, MIG_READY, &f, &err) < 0)
+		goto fail;
+	double t_ready = now_ms();
 	if (atomic_load(&m->cancel)) {
 		cv_fail(&err, CV_EXIT_IOERR, "cancelled");
 		goto fail;
@@ -505,6 +511,11 @@ static void run_job(struct vm_migration *m)
 	if (flush(m, &err) < 0 || mig_expect(&rd, MIG_RESUMED, &f, &err) < 0)
 		goto fail;
 
+	if (verbose)
+		fprintf(stderr, "cvisor-vmm: migrate: downtime: pause %.1f ms, last round %.1f ms, "
+			"state %.1f ms, destination loads it %.1f ms, GO to RESUMED %.1f ms\n",
+			t_paused - t_pause, t_last - t_paused, t_state - t_last, t_ready - t_state,
+			now_ms() - t_ready);
 	mig_dirty_stop(&m->dirty);
 	close_sock(m);
 	mig_reader_free(&rd);

@@ -133,8 +133,14 @@ static const char host_common[] =
 	"for n in $NA $NB; do ip -n $n link set lo up; done\n"
 	"ip -n $NA link set $LA up; ip -n $NB link set $LB up\n"
 	"api() {   # api SOCK METHOD PATH [BODY]: prints the status code, the body goes to $S/resp\n"
-	"  rm -f \"$S/resp\"; curl -s -m 30 -o \"$S/resp\" -w '%{http_code}' --unix-socket \"$1\""
-	" -X \"$2\" \"http://localhost$3\" ${4:+-d \"$4\"}\n"
+	"  rm -f \"$S/resp\"\n"
+	"  if [ -n \"${4:-}\" ]; then\n"
+	"    curl -s -m 30 -o \"$S/resp\" -w '%{http_code}' --unix-socket \"$1\" -X \"$2\""
+	" \"http://localhost$3\" -d \"$4\"\n"
+	"  else\n"
+	"    curl -s -m 30 -o \"$S/resp\" -w '%{http_code}' --unix-socket \"$1\" -X \"$2\""
+	" \"http://localhost$3\"\n"
+	"  fi\n"
 	"}\n"
 	"jfield() { sed -n \"s/.*\\\"$1\\\": *\\\"\\{0,1\\}\\([^,\\\"}]*\\).*/\\1/p\" \"$2\" | head -n 1; }\n"
 	"waitfor() {   # waitfor FILE PATTERN [PID]: up to ~300 s, or until PID is gone\n"
@@ -192,7 +198,8 @@ static void prepare(void)
 static struct sys_result run_host(const char *name, const char *script)
 {
 	char full[16384];
-	snprintf(full, sizeof(full), "%s%s", host_common, script);
+	int n = snprintf(full, sizeof(full), "%s%s", host_common, script);
+	cr_assert(n > 0 && (size_t)n < sizeof(full), "host script too long");
 	put(name, full, 0755);
 	return sys_guest_host("B='%s' K='%s' W='%s' sh '%s/%s'", sys_build(), sys_kernel_dir(),
 			      work(), work(), name);

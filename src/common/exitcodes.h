@@ -11,6 +11,7 @@ enum cv_exit {
 	CV_EXIT_GUEST_REBOOT = 80,  /* the guest asked for a reset (reboot) */
 	CV_EXIT_GUEST_CRASH = 81,   /* triple fault: KVM reported a shutdown of a vCPU */
 	CV_EXIT_KVM_ERROR = 82,     /* KVM internal error, failed entry or an exit we cannot handle */
+	CV_EXIT_MIGRATED = 83,      /* the guest moved to another cvisor-vmm (live migration) */
 	CV_EXIT_USAGE = 64,         /* bad command line or configuration value */
 	CV_EXIT_DATAERR = 65,       /* an input file is malformed (kernel, initrd) */
 	CV_EXIT_NOINPUT = 66,       /* an input file cannot be opened */

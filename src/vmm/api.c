@@ -68,7 +68,7 @@ static void balloon_stats(struct vm *vm, struct api_response *resp)
 void vmm_api_route(void *ctx, const struct api_request *req, struct api_response *resp)
 {
 	struct vm *vm = ctx;
-	if (vmm_api_vm_route(vm, req, resp))
+	if (vmm_api_vm_route(vm, req, resp) || vmm_api_migrate_route(vm, req, resp))
 		return;
 	if (is(req, "GET", "/")) {
 		api_ok(resp, json_pack("{s:s, s:s, s:s, s:s}", "app_name", "cvisor", "id",

@@ -15,4 +15,8 @@ void vmm_api_route(void *vm, const struct api_request *req, struct api_response 
 /* PATCH /vm and PUT /snapshot/create (api_vm.c); false if the path is not one of them. */
 bool vmm_api_vm_route(struct vm *vm, const struct api_request *req, struct api_response *resp);
 
+/* /cvisor/migrate (api_migrate.c); false if the path is not one of its routes. */
+bool vmm_api_migrate_route(struct vm *vm, const struct api_request *req,
+			   struct api_response *resp);
+
 #endif

@@ -35,7 +35,11 @@ static void patch_vm(struct vm *vm, const struct api_request *req, struct api_re
 			return;
 		}
 	} else if (strcmp(state, "Resumed") == 0) {
-		vm_resume(vm);
+		if (!vm_resume(vm)) {
+			api_fault(resp, MHD_HTTP_BAD_REQUEST, "a live migration holds the VM paused "
+				  "(GET /cvisor/migrate)");
+			return;
+		}
 	} else {
 		api_fault(resp, MHD_HTTP_BAD_REQUEST, "state must be \"Paused\" or \"Resumed\", not "
 			  "\"%s\"", state);

@@ -34,6 +34,11 @@ struct disk_config {
 	enum disk_cache cache;
 	enum disk_io_engine io_engine;
 	struct rate_limiter_config rate_limiter;
+	/*
+	 * Open without taking the image lock (an incoming live migration: the source holds it
+	 * until it hands the guest over; virtio_blk_lock_images takes it then).
+	 */
+	bool defer_lock;
 };
 
 struct net_config {

@@ -33,6 +33,7 @@ int instance_init(struct vmm_instance *in, const char *id, struct cv_error *err)
 	memset(in, 0, sizeof(*in));
 	in->start_eventfd = -1;
 	in->api.listen_fd = -1;
+	in->incoming.listen_fd = -1;
 	if (instance_set_id(in, id ? id : INSTANCE_DEFAULT_ID, err) < 0)
 		return -1;
 	vmm_setup_init(&in->setup);
@@ -98,8 +99,11 @@ int instance_start(struct vmm_instance *in, struct cv_error *err)
 		return cv_fail(err, CV_EXIT_USAGE, "the VM is already started");
 	struct vmm_setup *s = &in->setup;
 	enum virtio_transport requested = s->vm.devices.transport;
-	if (!in->restore_state && !in->load && vmm_setup_finalize(s, err) < 0)
+	bool incoming = in->incoming.address || in->incoming.listen_fd >= 0;
+	if (!in->restore_state && !in->load && !incoming && vmm_setup_finalize(s, err) < 0)
 		return -1;
+	/* Only a VM with a control API can be asked to migrate: only it needs the thread. */
+	s->vm.migratable = in->api_running;
 	if (open_sinks(in, err) < 0)
 		goto fail_config;
 	struct vm *vm = calloc(1, sizeof(*vm));
@@ -110,7 +114,15 @@ int instance_start(struct vmm_instance *in, struct cv_error *err)
 	struct boot_config boot = s->boot;
 	boot.cmdline = s->final_cmdline;
 	struct boot_plan plan;
-	if (in->load) {
+	if (incoming) {
+		bool built;
+		if (migrate_incoming(vm, &s->vm, &in->incoming, &built, err) < 0) {
+			if (built)
+				vm_destroy(vm);
+			free(vm);
+			goto fail_config;
+		}
+	} else if (in->load) {
 		/* The machine is the snapshot's; vm_load_snapshot cleans up after itself. */
 		if (vm_load_snapshot(vm, &in->load_cfg, in->load, &s->vm, err) < 0) {
 			free(vm);

@@ -20,6 +20,7 @@
 #include "load.h"
 #include "logger.h"
 #include "metrics.h"
+#include "migrate/migrate.h"
 #include "setup.h"
 #include "snapshot/snapshot.h"
 #include "vm.h"
@@ -44,6 +45,8 @@ struct vmm_instance {
 	 */
 	const struct load_request *load;
 	struct snap_config load_cfg;
+	/* --incoming: the VM is received from a live migration's source (migrate/migrate.h). */
+	struct migrate_incoming_opts incoming;
 	/*
 	 * InstanceStart from the API: the API thread asks (start_requested, start_eventfd) and
 	 * waits on start_cond; the main thread builds the VM - so that everything the VM owns is

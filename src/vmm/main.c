@@ -5,6 +5,7 @@
  */
 #include <getopt.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,8 @@
 #include "instance.h"
 #include "exitcodes.h"
 #include "kvm_probe.h"
+#include "migrate/migrate.h"
+#include "migrate/stream.h"
 #include "snapshot/snapshot.h"
 #include "util.h"
 #include "vm.h"
@@ -76,6 +79,11 @@ static void usage(FILE *out)
 		"                         booting a kernel; give the device options it had, in the same\n"
 		"                         order (vCPUs and memory come from STATE; MEM is mapped\n"
 		"                         copy-on-write and never modified)\n"
+		"  --incoming tcp:HOST:PORT\n"
+		"                         receive a live migration (PUT /cvisor/migrate on the source)\n"
+		"                         instead of booting: listen there, accept one source, run its\n"
+		"                         guest; give the source's device options in the same order\n"
+		"                         (vCPUs and memory come from the source)\n"
 		"  --seccomp kill|log|off once the VM runs, each thread allows only the syscalls its\n"
 		"                         role needs and capabilities are dropped; kill (default):\n"
 		"                         another syscall kills the VMM with SIGSYS; log: allowed but\n"
@@ -98,6 +106,7 @@ struct options {
 	const char *api_sock, *config_file, *id;
 	bool no_api;
 	bool cpus_given, memory_given, cmdline_given;
+	const char *incoming;        /* --incoming tcp:HOST:PORT */
 };
 
 static int parse_args(int argc, char **argv, struct options *o, struct vmm_setup *setup,
@@ -106,7 +115,8 @@ static int parse_args(int argc, char **argv, struct options *o, struct vmm_setup
 	enum { OPT_KERNEL = 1, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE,
 	       OPT_EMUHOST, OPT_API_SOCK, OPT_RNG, OPT_DISK, OPT_NET, OPT_VSOCK, OPT_BALLOON, OPT_HELP,
 	       OPT_VERSION, OPT_SECCOMP, OPT_TRANSPORT, OPT_RESTORE, OPT_MEMORY_FILE,
-	       OPT_CONFIG_FILE, OPT_NO_API, OPT_ID, OPT_METRICS_PATH, OPT_TRACK_DIRTY };
+	       OPT_CONFIG_FILE, OPT_NO_API, OPT_ID, OPT_METRICS_PATH, OPT_TRACK_DIRTY,
+	       OPT_INCOMING };
 	static const struct option longopts[] = {
 		{ "kernel", required_argument, NULL, OPT_KERNEL },
 		{ "initrd", required_argument, NULL, OPT_INITRD },
@@ -132,6 +142,7 @@ static int parse_args(int argc, char **argv, struct options *o, struct vmm_setup
 		{ "id", required_argument, NULL, OPT_ID },
 		{ "metrics-path", required_argument, NULL, OPT_METRICS_PATH },
 		{ "track-dirty-pages", no_argument, NULL, OPT_TRACK_DIRTY },
+		{ "incoming", required_argument, NULL, OPT_INCOMING },
 		{ NULL, 0, NULL, 0 },
 	};
 	memset(o, 0, sizeof(*o));
@@ -237,6 +248,9 @@ static int parse_args(int argc, char **argv, struct options *o, struct vmm_setup
 		case OPT_MEMORY_FILE:
 			o->memory_file = optarg;
 			break;
+		case OPT_INCOMING:
+			o->incoming = optarg;
+			break;
 		case OPT_TRANSPORT:
 			if (strcmp(optarg, "pci") == 0)
 				vm->devices.transport = VIRTIO_TRANSPORT_PCI;
@@ -259,6 +273,16 @@ static int parse_args(int argc, char **argv, struct options *o, struct vmm_setup
 	}
 	if (optind < argc)
 		return cv_fail(err, CV_EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
+	if (o->incoming) {
+		if (o->restore || o->memory_file || boot->kernel || boot->n_initrds || o->config_file)
+			return cv_fail(err, CV_EXIT_USAGE, "--incoming receives a running VM: no "
+				       "--kernel, --initrd, --restore or --config-file");
+		struct sockaddr_storage sa;
+		unsigned sa_len;
+		if (mig_parse_address(o->incoming, true, &sa, &sa_len, err) < 0)
+			return cv_error_wrap(err, "--incoming");
+		return 0;    /* the machine's shape comes from the source */
+	}
 	if (o->restore || o->memory_file) {
 		if (!o->restore || !o->memory_file)
 			return cv_fail(err, CV_EXIT_USAGE, "--restore and --memory-file go together");
@@ -379,7 +403,13 @@ int main(int argc, char **argv)
 
 	int status = CV_EXIT_OK;
 	/* Decided before the API serves: from then on its requests may set a kernel too. */
-	bool boot_now = in->setup.boot.kernel || o.restore;
+	bool boot_now = in->setup.boot.kernel || o.restore || o.incoming;
+	if (o.incoming) {
+		in->incoming.address = o.incoming;
+		in->incoming.listen_fd = -1;
+		in->incoming.cpus_given = o.cpus_given;
+		in->incoming.memory_given = o.memory_given;
+	}
 	if (o.restore) {
 		in->restore_state = o.restore;
 		in->restore_memory = o.memory_file;

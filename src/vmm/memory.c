@@ -50,16 +50,17 @@ void guest_memory_free(struct guest_memory *gm)
 	memset(gm, 0, sizeof(*gm));
 }
 
-int guest_memory_register(const struct guest_memory *gm, int vm_fd, struct cv_error *err)
+static int register_slots(const struct guest_memory *gm, int vm_fd, uint32_t flags,
+			  struct cv_error *err)
 {
 	for (unsigned i = 0; i < gm->n_regions; i++) {
 		const struct guest_region *r = &gm->regions[i];
 		struct kvm_userspace_memory_region slot = {
 			.slot = i,
+			.flags = flags,
 			.guest_phys_addr = r->gpa,
 			.memory_size = r->size,
 			.userspace_addr = (uint64_t)(uintptr_t)r->host,
-			.flags = gm->dirty ? KVM_MEM_LOG_DIRTY_PAGES : 0,
 		};
 		if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
 			return cv_fail_errno(err, CV_EXIT_OSERR,
@@ -70,28 +71,51 @@ int guest_memory_register(const struct guest_memory *gm, int vm_fd, struct cv_er
 	return 0;
 }
 
-int guest_memory_track_dirty(struct guest_memory *gm, struct cv_error *err)
+int guest_memory_dirty_bitmap(struct guest_memory *gm, struct cv_error *err)
 {
-	if (gm->dirty)
+	if (__atomic_load_n(&gm->dirty, __ATOMIC_ACQUIRE))
 		return 0;
 	gm->dirty_words = guest_memory_dirty_words(gm);
-	gm->dirty = calloc(gm->dirty_words, sizeof(uint64_t));
-	if (!gm->dirty)
+	uint64_t *bits = calloc(gm->dirty_words, sizeof(uint64_t));
+	if (!bits)
 		return cv_fail(err, CV_EXIT_OSERR, "out of memory for the dirty page bitmap");
+	__atomic_store_n(&gm->dirty, bits, __ATOMIC_RELEASE);
 	return 0;
+}
+
+int guest_memory_track_dirty(struct guest_memory *gm, struct cv_error *err)
+{
+	if (guest_memory_dirty_bitmap(gm, err) < 0)
+		return -1;
+	gm->log_always = true;
+	return 0;
+}
+
+int guest_memory_register(const struct guest_memory *gm, int vm_fd, struct cv_error *err)
+{
+	return register_slots(gm, vm_fd, gm->log_always ? KVM_MEM_LOG_DIRTY_PAGES : 0, err);
+}
+
+int guest_memory_dirty_logging(const struct guest_memory *gm, int vm_fd, bool on,
+			       struct cv_error *err)
+{
+	/* Changing only the flags of a slot is allowed while vCPUs run. */
+	return register_slots(gm, vm_fd, on || gm->log_always ? KVM_MEM_LOG_DIRTY_PAGES : 0, err);
 }
 
 void guest_memory_mark_dirty(const struct guest_memory *gm, const void *host, uint64_t len)
 {
-	if (!gm->dirty || !len)
+	uint64_t *bits = __atomic_load_n(&gm->dirty, __ATOMIC_ACQUIRE);
+	if (!bits || !len)
 		return;
 	const uint8_t *p = host;
 	if (p < gm->host || (uint64_t)(p - gm->host) >= gm->size)
 		return;
 	uint64_t first = (uint64_t)(p - gm->host) / PAGE_SIZE;
 	uint64_t last = CV_MIN((uint64_t)(p - gm->host) + len - 1, gm->size - 1) / PAGE_SIZE;
+	/* Release: whoever takes the bit (acquire) then reads the data written before it. */
 	for (uint64_t pg = first; pg <= last; pg++)
-		__atomic_fetch_or(&gm->dirty[pg / 64], 1ULL << (pg % 64), __ATOMIC_RELAXED);
+		__atomic_fetch_or(&bits[pg / 64], 1ULL << (pg % 64), __ATOMIC_RELEASE);
 }
 
 void guest_memory_put_dirty(const struct guest_memory *gm, const uint64_t *bits)
@@ -133,7 +157,7 @@ int guest_memory_take_dirty(const struct guest_memory *gm, int vm_fd, uint64_t *
 		free(log);
 	}
 	for (uint64_t i = 0; i < gm->dirty_words; i++)
-		out[i] |= __atomic_exchange_n(&gm->dirty[i], 0, __ATOMIC_RELAXED);
+		out[i] |= __atomic_exchange_n(&gm->dirty[i], 0, __ATOMIC_ACQUIRE);
 	return 0;
 }
 

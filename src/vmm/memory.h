@@ -28,28 +28,43 @@ struct guest_memory {
 	struct guest_region regions[GUEST_MEMORY_MAX_REGIONS];
 	unsigned n_regions;
 	/*
-	 * Dirty page tracking (diff snapshots), NULL when off: one bit per 4 KiB page of the host
-	 * mapping for what the VMM itself wrote on the guest's behalf (virtio rings and buffers,
-	 * pages given back through the balloon). What the guest writes, KVM logs in its own
-	 * bitmap (the slots carry KVM_MEM_LOG_DIRTY_PAGES); guest_memory_take_dirty merges both.
+	 * Dirty page tracking, NULL when off: one bit per 4 KiB page of the host mapping for what
+	 * the VMM itself wrote on the guest's behalf (virtio rings and buffers, pages given back
+	 * through the balloon), which KVM's dirty log cannot see. What the guest writes, KVM logs
+	 * when the slots carry KVM_MEM_LOG_DIRTY_PAGES; guest_memory_take_dirty merges both. Two
+	 * users: diff snapshots (on from the start, log_always) and live migration (on while it
+	 * runs). Allocated once, published atomically, freed only with the memory: a device
+	 * thread may be marking it at any time.
 	 */
 	uint64_t *dirty;
 	uint64_t dirty_words;
+	bool log_always;             /* slots are dirty-logged for the VM's whole life */
 };
 
 /* Maps `size` bytes (a multiple of 4 KiB, at least GUEST_MEMORY_MIN) and lays out regions. */
 int guest_memory_init(struct guest_memory *gm, uint64_t size, struct cv_error *err);
 void guest_memory_free(struct guest_memory *gm);
 
-/* Registers the regions as KVM memory slots of vm_fd (dirty-logged if tracking is on). */
+/* Registers the regions as KVM memory slots of vm_fd (dirty-logged with log_always). */
 int guest_memory_register(const struct guest_memory *gm, int vm_fd, struct cv_error *err);
 
-/* Turns dirty page tracking on; call between guest_memory_init and guest_memory_register. */
+/*
+ * Diff snapshots: tracking on for the VM's whole life. Call between guest_memory_init and
+ * guest_memory_register.
+ */
 int guest_memory_track_dirty(struct guest_memory *gm, struct cv_error *err);
 
+/* The VMM's bitmap, allocated (and published to device threads) if it is not yet. */
+int guest_memory_dirty_bitmap(struct guest_memory *gm, struct cv_error *err);
+
+/* Turns KVM's dirty logging of every slot on or off (off keeps it on with log_always). */
+int guest_memory_dirty_logging(const struct guest_memory *gm, int vm_fd, bool on,
+			       struct cv_error *err);
+
+/* Diff snapshots possible: tracking has been on since the VM was built. */
 static inline bool guest_memory_tracking(const struct guest_memory *gm)
 {
-	return gm->dirty != NULL;
+	return gm->log_always;
 }
 
 /*
@@ -78,6 +93,16 @@ void *guest_memory_ptr(const struct guest_memory *gm, uint64_t gpa, uint64_t len
 /* Copies into guest memory; -1 with err if the range is not RAM. */
 int guest_memory_write(const struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t len,
 		       struct cv_error *err);
+
+/*
+ * Records that the VMM wrote [host, host+len) of guest RAM (a no-op unless a migration tracks
+ * writes). Call after the write: a harvest between the write and the mark then still sees it.
+ */
+void guest_memory_mark_dirty(const struct guest_memory *gm, const void *host, uint64_t len);
+
+/* Turns KVM's dirty page logging of every RAM slot on or off. */
+int guest_memory_dirty_logging(const struct guest_memory *gm, int vm_fd, bool on,
+			       struct cv_error *err);
 
 /* End of RAM below the MMIO hole (exclusive). */
 uint64_t guest_memory_low_end(const struct guest_memory *gm);

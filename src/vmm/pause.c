@@ -75,16 +75,13 @@ static void unpark_vcpus(struct vm *vm)
 	pthread_mutex_unlock(&vm->pause_lock);
 }
 
-int vm_pause(struct vm *vm, struct cv_error *err)
+/* vm_pause with control_lock held. */
+static int pause_locked(struct vm *vm, struct cv_error *err)
 {
-	pthread_mutex_lock(&vm->control_lock);
-	if (atomic_load(&vm->paused)) {
-		pthread_mutex_unlock(&vm->control_lock);
+	if (atomic_load(&vm->paused))
 		return 0;
-	}
 	if (!park_vcpus(vm)) {
 		unpark_vcpus(vm);
-		pthread_mutex_unlock(&vm->control_lock);
 		return cv_fail(err, CV_EXIT_SOFTWARE, "the VM is shutting down");
 	}
 	/* vCPUs first: a kick they sent is then already in the I/O thread's eventfds. */
@@ -104,18 +101,53 @@ int vm_pause(struct vm *vm, struct cv_error *err)
 		if (ioctl(vm->vcpus[i].fd, KVM_KVMCLOCK_CTRL, 0) < 0 && errno != EINVAL)
 			break;
 	atomic_store(&vm->paused, true);
-	pthread_mutex_unlock(&vm->control_lock);
 	return 0;
 }
 
-void vm_resume(struct vm *vm)
+int vm_pause(struct vm *vm, struct cv_error *err)
 {
 	pthread_mutex_lock(&vm->control_lock);
+	int rc = pause_locked(vm, err);
+	pthread_mutex_unlock(&vm->control_lock);
+	return rc;
+}
+
+static void resume_locked(struct vm *vm)
+{
 	if (atomic_load(&vm->paused)) {
 		evloop_resume(&vm->loop);
 		unpark_vcpus(vm);
 		atomic_store(&vm->paused, false);
 	}
+}
+
+bool vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->control_lock);
+	bool ok = !vm->resume_hold;
+	if (ok)
+		resume_locked(vm);
+	pthread_mutex_unlock(&vm->control_lock);
+	return ok;
+}
+
+int vm_hold_pause(struct vm *vm, bool *was_paused, struct cv_error *err)
+{
+	pthread_mutex_lock(&vm->control_lock);
+	*was_paused = atomic_load(&vm->paused);
+	int rc = pause_locked(vm, err);
+	if (rc == 0)
+		vm->resume_hold = true;
+	pthread_mutex_unlock(&vm->control_lock);
+	return rc;
+}
+
+void vm_release_pause(struct vm *vm, bool resume)
+{
+	pthread_mutex_lock(&vm->control_lock);
+	vm->resume_hold = false;
+	if (resume)
+		resume_locked(vm);
 	pthread_mutex_unlock(&vm->control_lock);
 }
 

@@ -54,6 +54,7 @@ static const char *const role_names[VMM_ROLE_COUNT] = {
 	[VMM_ROLE_IO] = "I/O",
 	[VMM_ROLE_API] = "API",
 	[VMM_ROLE_MAIN] = "main",
+	[VMM_ROLE_MIGRATE] = "migration",
 };
 
 int vmm_sandbox_mode_parse(const char *s, enum vmm_sandbox_mode *out, struct cv_error *err)
@@ -364,6 +365,32 @@ static void grp_main(struct builder *b)
 	ALLOW_IOCTLS(b, reqs);
 }
 
+/*
+ * The live-migration thread (migrate/source.c): a TCP connection to the destination (IPv4 or
+ * IPv6 only, opened when a migration starts; the address comes from the API client), dirty
+ * page logging turned on and off on the RAM slots, the dirty logs read, /proc/self/pagemap
+ * (opened before the sandbox) read to skip pages never touched, waiting for the peer's answers.
+ */
+static void grp_migrate(struct builder *b)
+{
+	ALLOW_IF(b, socket, ARG32(0, AF_INET));
+	ALLOW_IF(b, socket, ARG32(0, AF_INET6));
+	ALLOW(b, connect);
+	ALLOW(b, setsockopt);
+	ALLOW(b, sendto);
+	ALLOW(b, sendmsg);
+	ALLOW(b, recvfrom);
+	ALLOW(b, recvmsg);
+	ALLOW(b, shutdown);
+	ALLOW(b, poll);
+	ALLOW(b, ppoll);
+	ALLOW(b, pread64);
+	static const struct ioctl_req reqs[] = {
+		REQ(KVM_SET_USER_MEMORY_REGION), REQ(KVM_GET_DIRTY_LOG), REQ(KVM_CHECK_EXTENSION),
+	};
+	ALLOW_IOCTLS(b, reqs);
+}
+
 #ifdef CV_SANITIZED
 /*
  * Sanitizer builds only: what ASan/UBSan/LSan do behind the program's back - error reports
@@ -412,6 +439,12 @@ static void build_role(struct builder *b, enum vmm_thread_role role, pid_t self)
 		grp_vm_state(b);
 		grp_snapshot_files(b);
 		grp_drive_swap(b);
+		break;
+	case VMM_ROLE_MIGRATE:
+		grp_device_control(b);       /* pause: devices finish work in flight */
+		grp_vcpu_state(b);
+		grp_vm_state(b);
+		grp_migrate(b);
 		break;
 	case VMM_ROLE_MAIN:
 	case VMM_ROLE_COUNT:

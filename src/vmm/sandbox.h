@@ -32,6 +32,7 @@ enum vmm_thread_role {
 	VMM_ROLE_IO,
 	VMM_ROLE_API,
 	VMM_ROLE_MAIN,
+	VMM_ROLE_MIGRATE,
 	VMM_ROLE_COUNT,
 };
 

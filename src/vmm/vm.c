@@ -20,6 +20,7 @@
 #include "boot/cpu_state.h"
 #include "cpuid.h"
 #include "layout.h"
+#include "migrate/migrate.h"
 #include "tables/acpi.h"
 #include "tables/mptable.h"
 #include "util.h"
@@ -153,6 +154,8 @@ int vm_init(struct vm *vm, const struct vm_config *cfg, struct cv_error *err)
 	memset(vm, 0, sizeof(*vm));
 	vm->kvm.fd = vm->fd = vm->stop_eventfd = vm->uart_drained_eventfd = -1;
 	vm->loop.epfd = vm->loop.wake_fd = -1;
+	vm->migrate_ack_fd = -1;
+	vm->migratable = cfg->migratable;
 	vm->sandbox = cfg->sandbox;
 	vm->console.out_fd = vm->console.in_fd = -1;
 	io_bus_init(&vm->pio, "port I/O");
@@ -268,9 +271,15 @@ int vm_run(struct vm *vm, struct cv_error *err)
 	vm->loop.on_start_ctx = vm;
 	if (rc == 0)
 		rc = evloop_start(&vm->loop, "io", err);
+	/* The migration thread needs TCP, which no thread may reach once sandboxed: start it now. */
+	if (rc == 0 && vm->migratable)
+		rc = migrate_thread_prepare(vm, err);
 	vm->started_ns = cv_monotonic_ns();
 	for (unsigned i = 0; rc == 0 && i < vm->n_vcpus; i++)
 		rc = vcpu_start(&vm->vcpus[i], err);
+	/* An incoming migration: the guest runs here now; the source may stop. */
+	if (rc == 0)
+		migrate_incoming_resumed(vm);
 	if (rc < 0)
 		vm_request_stop(vm, err->code, "%s", err->msg);
 	else if (vm_sandbox_thread(vm, VMM_ROLE_MAIN, NULL))   /* last: threads inherit it */
@@ -344,6 +353,10 @@ int vm_run(struct vm *vm, struct cv_error *err)
 
 void vm_destroy(struct vm *vm)
 {
+	migrate_destroy(vm);
+	if (vm->migrate_ack_fd >= 0)
+		close(vm->migrate_ack_fd);
+	vm->migrate_ack_fd = -1;
 	for (unsigned i = 0; i < vm->created_vcpus; i++) {
 		vcpu_join(&vm->vcpus[i]);
 		vcpu_destroy(&vm->vcpus[i]);

@@ -41,6 +41,7 @@ struct vm_config {
 	struct device_config devices;
 	enum vmm_sandbox_mode sandbox;   /* seccomp + capabilities after setup (sandbox.h) */
 	bool track_dirty_pages;      /* log dirty pages, for diff snapshots */
+	bool migratable;             /* a control API may ask for a live migration (migrate/) */
 };
 
 struct vm {
@@ -101,6 +102,10 @@ struct vm {
 	atomic_bool pause_requested;
 	unsigned parked;             /* vCPU threads waiting in vm_vcpu_park */
 	atomic_bool paused;
+	bool resume_hold;            /* a migration holds the pause (under control_lock) */
+	struct vm_migration *migration;  /* source side of live migration (migrate/), or NULL */
+	int migrate_ack_fd;          /* incoming migration: say RESUMED here once running, or -1 */
+	bool migratable;             /* vm_config.migratable: the migration thread is prepared */
 	/* Restored VM: guest RAM privately maps this memory file (st_dev, st_ino); else 0, 0. */
 	uint64_t mem_file_dev, mem_file_ino;
 	/*
@@ -133,7 +138,14 @@ void vm_request_stop(struct vm *vm, int status, const char *fmt, ...)
  * are then stable until vm_resume. Both are idempotent; not callable from vCPU or I/O threads.
  */
 int vm_pause(struct vm *vm, struct cv_error *err);
-void vm_resume(struct vm *vm);
+/* False (nothing done) while a live migration holds the VM paused (vm_hold_pause). */
+bool vm_resume(struct vm *vm);
+/*
+ * For live migration: pause and forbid vm_resume until vm_release_pause, which resumes the VM
+ * if `resume` (and it was running before the hold). *was_paused tells whether it was paused.
+ */
+int vm_hold_pause(struct vm *vm, bool *was_paused, struct cv_error *err);
+void vm_release_pause(struct vm *vm, bool resume);
 static inline bool vm_is_paused(struct vm *vm)
 {
 	return atomic_load(&vm->paused);

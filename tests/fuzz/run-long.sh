@@ -4,7 +4,7 @@
 # a broken invariant, a timeout, a leak or runaway memory; the input that did it is kept).
 #   tests/fuzz/run-long.sh [--coverage] [--build DIR] [--work DIR] [--share TOTAL]
 #                          DURATION [TARGET...]
-# TARGETs: virtq blk net vsock agent-proto boot api mmio (default: all of them).
+# TARGETs: virtq blk net vsock agent-proto boot api mmio snapshot migrate (default: all).
 # Options and environment:
 #   --build DIR, FUZZ_BUILD  clang build tree (default <repo>/build-clang, set up if missing)
 #   --work DIR, FUZZ_WORK    corpora (DIR/corpus-NAME), logs, crash inputs (DIR/artifacts);
@@ -53,7 +53,7 @@ fi
 shift
 
 # Every target: the code under test (for --coverage) and the longest input worth generating.
-names=(virtq blk net vsock agent-proto boot api fcconfig mmio snapshot)
+names=(virtq blk net vsock agent-proto boot api fcconfig mmio snapshot migrate)
 declare -A covered=(
   [virtq]="src/vmm/virtio/virtq.c src/vmm/memory.c"
   [blk]="src/vmm/virtio/blk.c src/vmm/block/image.c src/vmm/block/aio.c"
@@ -65,9 +65,11 @@ declare -A covered=(
   [fcconfig]="src/vmm/fcjson.c src/vmm/setup.c src/vmm/api_setup.c"
   [mmio]="src/vmm/virtio/virtio_mmio.c"
   [snapshot]="src/vmm/snapshot/format.c src/vmm/snapshot/shape.c src/vmm/snapshot/platform_state.c"
+  [migrate]="src/vmm/migrate/stream.c src/vmm/snapshot/format.c src/vmm/snapshot/shape.c"
 )
 declare -A max_len=( [virtq]=24576 [blk]=8192 [net]=8192 [vsock]=8192 [agent-proto]=16384
-                     [boot]=16384 [api]=4096 [fcconfig]=4096 [mmio]=4096 [snapshot]=8192 )
+                     [boot]=16384 [api]=4096 [fcconfig]=4096 [mmio]=4096 [snapshot]=8192
+                     [migrate]=32768 )
 if [ $# -gt 0 ]; then
   for n in "$@"; do
     [ -n "${covered[$n]:-}" ] || { echo "$0: unknown target '$n' (${names[*]})" >&2; exit 2; }

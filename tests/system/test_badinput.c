@@ -98,6 +98,33 @@ Test(badinput, bad_cpus_and_memory)
 	}
 }
 
+Test(badinput, bad_incoming_migration)
+{
+	static const struct {
+		const char *args;
+		const char *needle;
+	} cases[] = {
+		{ "--incoming tcp:example.com:7000", "must be an IP address" },
+		{ "--incoming tcp:127.0.0.1", "expected tcp:HOST:PORT" },
+		{ "--incoming 127.0.0.1:7000", "expected tcp:HOST:PORT" },
+		{ "--incoming tcp:127.0.0.1:99999", "port" },
+		{ "--incoming tcp:127.0.0.1:7000 --kernel /x", "--incoming receives a running VM" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct sys_result r = sys_host(VMM " %s", sys_build(), cases[i].args);
+		expect_one_line_error(&r, CV_EXIT_USAGE, cases[i].needle);
+		sys_free(&r);
+	}
+	/* A peer that does not speak the stream: refused at its first bytes, nothing built. */
+	struct sys_result r = sys_host(
+		"exec 2>&1; P=$((20000 + $$ %% 20000)); " VMM " --incoming tcp:127.0.0.1:$P "
+		"--console none & v=$!; sleep 1; curl -s -m 5 http://127.0.0.1:$P/ >/dev/null; "
+		"wait $v; echo \"status $?\"", sys_build());
+	cr_assert(strstr(r.out, "not a cvisor migration stream (bad magic)"), "%s", r.out);
+	cr_assert(strstr(r.out, "status 65"), "%s", r.out);
+	sys_free(&r);
+}
+
 Test(badinput, too_long_cmdline)
 {
 	struct sys_result r = sys_host(VMM " --kernel '%s/vmlinux' --cmdline \"$(head -c 3000 "

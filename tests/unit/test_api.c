@@ -107,3 +107,52 @@ Test(api, bodies_without_json_or_with_unknown_fields_are_refused)
 	json_decref(req.body);
 	free(vm);
 }
+
+/* /cvisor/migrate refuses what it cannot do with a reason, before anything starts. */
+Test(api, migrate_routes_refuse_bad_requests)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	cr_assert_not_null(vm);
+	static const struct {
+		const char *body;
+		const char *needle;
+	} bad[] = {
+		{ NULL, "needs a JSON body" },
+		{ "{\"destination\": \"tcp:127.0.0.1:7000\", \"speed\": 1}", "unknown field 'speed'" },
+		{ "{}", "destination" },
+		{ "{\"destination\": 7}", "destination" },
+		{ "{\"destination\": \"tcp:example.com:7000\"}", "IP address" },
+		{ "{\"destination\": \"tcp:127.0.0.1:0\"}", "port" },
+		{ "{\"destination\": \"tcp:127.0.0.1:7000\", \"downtime_ms\": 0}", "downtime_ms" },
+		{ "{\"destination\": \"tcp:127.0.0.1:7000\", \"max_rounds\": -1}", "max_rounds" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct api_response resp = { 0 };
+		json_t *body = NULL;
+		if (bad[i].body)
+			cr_assert(api_parse_body(bad[i].body, strlen(bad[i].body), &body, &resp));
+		struct api_request req = { .method = "PUT", .path = "/cvisor/migrate", .body = body };
+		vmm_api_route(vm, &req, &resp);
+		cr_assert_eq(resp.status, MHD_HTTP_BAD_REQUEST, "%s", bad[i].body);
+		cr_assert_not_null(fault_of(&resp));
+		cr_assert(strstr(fault_of(&resp), bad[i].needle), "%s: %s", bad[i].body,
+			  fault_of(&resp));
+		json_decref(resp.body);
+		json_decref(body);
+	}
+	struct api_response resp = { 0 };
+	struct api_request get = { .method = "GET", .path = "/cvisor/migrate" };
+	vmm_api_route(vm, &get, &resp);
+	cr_assert_eq(resp.status, MHD_HTTP_OK);
+	cr_assert_str_eq(json_string_value(json_object_get(resp.body, "state")), "none");
+	json_decref(resp.body);
+	struct api_request del = { .method = "DELETE", .path = "/cvisor/migrate" };
+	vmm_api_route(vm, &del, &resp);
+	cr_assert_eq(resp.status, MHD_HTTP_BAD_REQUEST, "nothing to cancel");
+	json_decref(resp.body);
+	struct api_request cancel = { .method = "PUT", .path = "/cvisor/migrate/cancel" };
+	vmm_api_route(vm, &cancel, &resp);
+	cr_assert_eq(resp.status, MHD_HTTP_BAD_REQUEST);
+	json_decref(resp.body);
+	free(vm);
+}

@@ -220,7 +220,11 @@ Test(sandbox, forbidden_syscall_kills_the_process_with_sigsys)
 		  .unsanitized_only = true },
 		{ VMM_ROLE_API, VMM_SANDBOX_KILL, probe_execve, KILLED, "API thread calling execve" },
 		{ VMM_ROLE_MAIN, VMM_SANDBOX_KILL, probe_clone_thread, KILLED,
-		  "main thread creating a thread after start" });
+		  "main thread creating a thread after start" },
+		{ VMM_ROLE_MIGRATE, VMM_SANDBOX_KILL, probe_execve, KILLED,
+		  "migration thread calling execve" },
+		{ VMM_ROLE_MIGRATE, VMM_SANDBOX_KILL, probe_openat, KILLED,
+		  "migration thread opening a file", .unsanitized_only = true });
 }
 
 Test(sandbox, allowed_syscalls_pass)
@@ -232,7 +236,9 @@ Test(sandbox, allowed_syscalls_pass)
 		{ VMM_ROLE_IO, VMM_SANDBOX_KILL, probe_socket_unix, PASSES,
 		  "I/O thread creating a Unix socket (vsock)" },
 		{ VMM_ROLE_MAIN, VMM_SANDBOX_KILL, probe_tgkill_self, PASSES,
-		  "main thread signalling its own thread" });
+		  "main thread signalling its own thread" },
+		{ VMM_ROLE_MIGRATE, VMM_SANDBOX_KILL, probe_socket_inet, PASSES,
+		  "migration thread creating a TCP socket (to the destination)" });
 }
 
 Test(sandbox, arguments_are_checked)

@@ -43,8 +43,8 @@ static int lock_image(int fd, bool read_only, const char *path, struct cv_error 
 	return cv_fail_errno(err, CV_EXIT_OSERR, "lock disk image '%s'", path);
 }
 
-int blk_image_open(struct blk_image *img, const char *path, bool read_only, const char *serial,
-		   struct cv_error *err)
+static int image_open(struct blk_image *img, const char *path, bool read_only, const char *serial,
+		      bool lock, struct cv_error *err)
 {
 	memset(img, 0, sizeof(*img));
 	img->fd = -1;
@@ -99,7 +99,7 @@ int blk_image_open(struct blk_image *img, const char *path, bool read_only, cons
 		fprintf(stderr, "cvisor-vmm: warning: disk image '%s' is %" PRIu64 " bytes, not a "
 				"multiple of 512; the guest sees %" PRIu64 " sectors and not the last %"
 				PRIu64 " bytes\n", path, bytes, img->sectors, img->tail_bytes);
-	if (lock_image(fd, read_only, path, err) < 0)
+	if (lock && lock_image(fd, read_only, path, err) < 0)
 		goto fail;
 
 	memset(img->serial, 0, sizeof(img->serial));
@@ -126,4 +126,26 @@ void blk_image_close(struct blk_image *img)
 	if (img->fd >= 0)
 		close(img->fd);
 	img->fd = -1;
+}
+
+int blk_image_open(struct blk_image *img, const char *path, bool read_only, const char *serial,
+		   struct cv_error *err)
+{
+	return image_open(img, path, read_only, serial, true, err);
+}
+
+int blk_image_open_unlocked(struct blk_image *img, const char *path, bool read_only,
+			    const char *serial, struct cv_error *err)
+{
+	return image_open(img, path, read_only, serial, false, err);
+}
+
+int blk_image_set_lock(struct blk_image *img, bool lock, const char *path, struct cv_error *err)
+{
+	if (lock)
+		return lock_image(img->fd, img->read_only, path, err);
+	struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+	if (fcntl(img->fd, F_OFD_SETLK, &fl) < 0)
+		return cv_fail_errno(err, CV_EXIT_OSERR, "unlock disk image '%s'", path);
+	return 0;
 }

@@ -44,6 +44,14 @@ struct blk_image {
  */
 int blk_image_open(struct blk_image *img, const char *path, bool read_only, const char *serial,
 		   struct cv_error *err);
+/*
+ * Live migration hands the lock from one VMM to the other: the source drops it (lock false)
+ * once its guest is stopped for good, the destination, which opened the image with
+ * blk_image_open_unlocked, takes it (lock true) before its guest runs.
+ */
+int blk_image_open_unlocked(struct blk_image *img, const char *path, bool read_only,
+			    const char *serial, struct cv_error *err);
+int blk_image_set_lock(struct blk_image *img, bool lock, const char *path, struct cv_error *err);
 void blk_image_close(struct blk_image *img);
 
 #endif

@@ -10,7 +10,11 @@
 
 #include "bytes.h"
 
-/* ---- CRC-32, bitwise-table form (the state file is small; no need for slicing) ---- */
+/*
+ * ---- CRC-32, slicing-by-8: eight table lookups per 8 bytes instead of one per byte, about five
+ * times faster than the one-table form. Live migration checksums all of guest RAM that moves
+ * (gigabytes), so this is on its critical path. ----
+ */
 
 static uint32_t crc_table_entry(uint32_t i)
 {
@@ -23,17 +27,31 @@ static uint32_t crc_table_entry(uint32_t i)
 uint32_t snap_crc32(uint32_t crc, const void *p, size_t n)
 {
 	/* Computed on first use; identical in every thread, so a race only repeats the work. */
-	static uint32_t table[256];
+	static uint32_t t[8][256];
 	static volatile int ready;
 	if (!ready) {
 		for (uint32_t i = 0; i < 256; i++)
-			table[i] = crc_table_entry(i);
+			t[0][i] = crc_table_entry(i);
+		for (uint32_t i = 0; i < 256; i++)
+			for (int k = 1; k < 8; k++)
+				t[k][i] = (t[k - 1][i] >> 8) ^ t[0][t[k - 1][i] & 0xff];
 		ready = 1;
 	}
 	const uint8_t *b = p;
 	crc = ~crc;
-	for (size_t i = 0; i < n; i++)
-		crc = table[(crc ^ b[i]) & 0xff] ^ (crc >> 8);
+	while (n >= 8) {
+		uint32_t lo = crc ^ ((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+				     (uint32_t)b[3] << 24);
+		uint32_t hi = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 |
+			      (uint32_t)b[7] << 24;
+		crc = t[7][lo & 0xff] ^ t[6][(lo >> 8) & 0xff] ^ t[5][(lo >> 16) & 0xff] ^
+		      t[4][lo >> 24] ^ t[3][hi & 0xff] ^ t[2][(hi >> 8) & 0xff] ^
+		      t[1][(hi >> 16) & 0xff] ^ t[0][hi >> 24];
+		b += 8;
+		n -= 8;
+	}
+	while (n--)
+		crc = t[0][(crc ^ *b++) & 0xff] ^ (crc >> 8);
 	return ~crc;
 }
 

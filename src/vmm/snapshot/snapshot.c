@@ -242,7 +242,7 @@ static int load_all(struct vm *vm, const struct snap_file *f, const char *mem_pa
 	snap_cur_init(&c, f->sec[0].data, f->sec[0].len);
 	if (shape_decode(&c, &shape, err) < 0 || shape_check(&shape, vm, err) < 0)
 		return -1;
-	if (memfile_map(vm, mem_path, err) < 0)
+	if (mem_path && memfile_map(vm, mem_path, err) < 0)
 		return -1;
 	if (need(f, SNAP_SEC_VM, 0, "VM", &c, err) < 0 || vm_state_load(vm, &c, err) < 0)
 		return -1;
@@ -299,4 +299,26 @@ int vm_restore(struct vm *vm, const char *state_path, const char *mem_path, stru
 	if (trace && strstr(trace, "snapshot"))
 		fprintf(stderr, "cvisor-vmm: restore: state loaded in %.1f ms\n", now_ms() - t0);
 	return 0;
+}
+
+int vm_snapshot_state(struct vm *vm, struct snap_buf *out, struct cv_error *err)
+{
+	pthread_mutex_lock(&vm->control_lock);
+	int rc = atomic_load(&vm->paused) ? build_state(vm, SNAP_TYPE_FULL, out, err)
+					  : cv_fail(err, CV_EXIT_USAGE, "the VM must be paused");
+	pthread_mutex_unlock(&vm->control_lock);
+	return rc;
+}
+
+int vm_restore_state(struct vm *vm, const uint8_t *buf, size_t len, struct cv_error *err)
+{
+	for (unsigned i = 0; i < vm->created_vcpus; i++)
+		if (vm->vcpus[i].thread_started)
+			return cv_fail(err, CV_EXIT_USAGE, "restore: the VM has already run");
+	struct snap_file f;
+	if (snap_file_parse(buf, len, &f, err) < 0)
+		return cv_error_wrap(err, "VM state");
+	int rc = load_all(vm, &f, NULL, err);
+	snap_file_free(&f);
+	return rc < 0 ? cv_error_wrap(err, "VM state") : 0;
 }

@@ -43,4 +43,12 @@ int vm_snapshot_read_config(const char *state_path, struct snap_shape *shape,
 
 int vm_restore(struct vm *vm, const char *state_path, const char *mem_path, struct cv_error *err);
 
+/*
+ * The state file alone, in memory, for live migration (which moves guest RAM itself): the
+ * bytes vm_snapshot_create would write as the state file (VM paused), and their restore into
+ * a VM built with the same shape whose RAM already holds the guest's memory.
+ */
+int vm_snapshot_state(struct vm *vm, struct snap_buf *out, struct cv_error *err);
+int vm_restore_state(struct vm *vm, const uint8_t *buf, size_t len, struct cv_error *err);
+
 #endif

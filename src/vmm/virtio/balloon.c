@@ -52,7 +52,7 @@ static bool release(struct virtio_balloon *b, uint64_t gpa, uint64_t len)
 	if (!p)
 		return false;
 	madvise(p, len, MADV_DONTNEED);
-	/* The page now reads as zero (or as the restored memory file): a diff must say so. */
+	/* The pages now read as zero: diffs and live migration must send them again. */
 	guest_memory_mark_dirty(b->dev.mem, p, len);
 	return true;
 }

@@ -749,7 +749,10 @@ int virtio_blk_create(const struct disk_config *cfg, unsigned index,
 	}
 	for (unsigned i = 0; i < VIRTIO_BLK_QUEUE_SIZE; i++)
 		b->free_reqs[b->n_free++] = (uint16_t)(VIRTIO_BLK_QUEUE_SIZE - 1 - i);
-	if (blk_image_open(&b->img, cfg->path, cfg->read_only, cfg->serial, err) < 0 ||
+	if ((cfg->defer_lock ? blk_image_open_unlocked(&b->img, cfg->path, cfg->read_only,
+						       cfg->serial, err)
+			     : blk_image_open(&b->img, cfg->path, cfg->read_only, cfg->serial,
+					      err)) < 0 ||
 	    blk_aio_init(&b->aio, AIO_CAP, err) < 0) {
 		virtio_blk_destroy(b);
 		return cv_error_wrap(err, "--disk %s", cfg->path);
@@ -812,4 +815,17 @@ int virtio_blk_add(struct vm *vm, const struct disk_config *cfg, unsigned index,
 	if (virtio_blk_create(cfg, index, &vm->mem, &vm->loop, &b, err) < 0)
 		return -1;
 	return vm_virtio_plug(vm, &b->dev, b, virtio_blk_destroy, err);
+}
+
+int virtio_blk_lock_images(struct vm *vm, bool lock, struct cv_error *err)
+{
+	for (unsigned i = 0; i < vm->n_virtio; i++) {
+		struct virtio_dev *d = vm->virtio[i]->dev;
+		if (d->ops != &blk_ops)
+			continue;
+		struct virtio_blk *b = d->priv;
+		if (blk_image_set_lock(&b->img, lock, b->path, err) < 0)
+			return -1;
+	}
+	return 0;
 }

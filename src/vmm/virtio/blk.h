@@ -146,4 +146,11 @@ struct vm;
 
 int virtio_blk_add(struct vm *vm, const struct disk_config *cfg, unsigned index, struct cv_error *err);
 
+/*
+ * Takes (lock) or drops every disk image lock of the VM: live migration hands them from the
+ * source to the destination at the switch (block/image.h).
+ */
+struct vm;
+int virtio_blk_lock_images(struct vm *vm, bool lock, struct cv_error *err);
+
 #endif

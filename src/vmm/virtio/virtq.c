@@ -82,6 +82,26 @@ static struct raw_desc read_desc(const uint8_t *table, uint32_t i)
 	return d;
 }
 
+/*
+ * Live migration copies guest RAM while the guest runs and resends what changed, taking the
+ * changes from KVM's dirty log. That log only sees writes made by vCPUs; what the device
+ * side writes into guest RAM from the VMM (the used ring, and the buffers of the chains it
+ * returns: disk reads, received packets, vsock data, entropy) must be reported separately, or
+ * the destination would keep a stale copy of a page the guest then reads. These two helpers
+ * do that (a no-op unless a migration is tracking, see guest_memory_mark_dirty).
+ */
+static void used_ring_dirty(const struct virtq *vq)
+{
+	guest_memory_mark_dirty(vq->mem, vq->used, USED_RING(vq->size) + 2);
+}
+
+static void elem_dirty(const struct virtq *vq, const struct virtq_elem *elem)
+{
+	/* Every writable segment, written or not: the device may have written less than it said. */
+	for (unsigned i = elem->n_out; i < elem->n_out + elem->n_in && i < VIRTQ_MAX_SEGS; i++)
+		guest_memory_mark_dirty(vq->mem, elem->iov[i].iov_base, elem->iov[i].iov_len);
+}
+
 int virtq_pop(struct virtq *vq, struct virtq_elem *elem)
 {
 	if (!vq->started || vq->broken)
@@ -93,6 +113,7 @@ int virtq_pop(struct virtq *vq, struct virtq_elem *elem)
 		 * concurrently is either seen below or produces a kick.
 		 */
 		store16_release(vq->used + USED_RING(vq->size), vq->last_avail);
+		used_ring_dirty(vq);
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	}
 	uint16_t avail_idx = load16_acquire(vq->avail + 2);
@@ -177,18 +198,6 @@ void virtq_unpop(struct virtq *vq)
  * device-writable part are VMM writes KVM's dirty log never sees. Devices write a chain's data
  * before pushing it, so marking here covers them; a no-op when tracking is off.
  */
-static void mark_written(struct virtq *vq, const struct virtq_elem *elem, uint32_t written)
-{
-	if (!guest_memory_tracking(vq->mem))
-		return;
-	guest_memory_mark_dirty(vq->mem, vq->used, USED_RING(vq->size) + 2);
-	for (unsigned i = elem->n_out; written && i < elem->n_out + elem->n_in; i++) {
-		uint64_t n = CV_MIN((uint64_t)written, (uint64_t)elem->iov[i].iov_len);
-		guest_memory_mark_dirty(vq->mem, elem->iov[i].iov_base, n);
-		written -= (uint32_t)n;
-	}
-}
-
 void virtq_push(struct virtq *vq, const struct virtq_elem *elem, uint32_t written)
 {
 	if (!vq->started)
@@ -200,7 +209,9 @@ void virtq_push(struct virtq *vq, const struct virtq_elem *elem, uint32_t writte
 	put_le32(e + 4, written);
 	vq->used_idx++;
 	store16_release(vq->used + 2, vq->used_idx);
-	mark_written(vq, elem, written);
+	/* After the writes: the data, then the ring entry that hands it over. */
+	elem_dirty(vq, elem);
+	used_ring_dirty(vq);
 }
 
 bool virtq_should_notify(struct virtq *vq)
@@ -233,7 +244,7 @@ bool virtq_set_notification(struct virtq *vq, bool enable)
 	} else {
 		store16_release(vq->used, enable ? 0 : VIRTQ_USED_F_NO_NOTIFY);
 	}
-	guest_memory_mark_dirty(vq->mem, vq->used, USED_RING(vq->size) + 2);
+	used_ring_dirty(vq);
 	if (!enable)
 		return false;
 	/* Publish our request before looking for buffers the driver added meanwhile. */

@@ -1,0 +1,149 @@
+/*
+ * libFuzzer target for the live-migration stream parser (src/vmm/migrate/stream.c): what a
+ * destination reads from the network - the preamble, HELLO with its machine shape
+ * (snapshot/shape.c), memory rounds applied to a guest RAM of 1 MiB, the snapshot state file
+ * (snapshot/format.c), GO - or, with flag 2, what a source reads (ACCEPT, READY, RESUMED).
+ *
+ * Input: u8 flags | stream bytes. Flag 1 repairs every frame checksum the structure lets one
+ * find, so mutations reach the decoders instead of dying at the CRC check.
+ *
+ * These invariants abort on violation:
+ *   - a refusal is CV_EXIT_DATAERR (malformed), CV_EXIT_IOERR (stream ended, peer's ERROR) or
+ *     out of memory, with a one-line message;
+ *   - memory frames never touch outside the 1 MiB guest RAM (ASan: it is an exact allocation)
+ *     and the pages counted never exceed what was applied;
+ *   - a stream that is accepted up to GO consumed exactly the input;
+ *   - no memory error or leak.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bytes.h"
+#include "migrate/stream.h"
+#include "snapshot/state.h"
+
+#define CHECK(c) do { if (!(c)) fail(__LINE__, #c); } while (0)
+#define FIX_CRC 0x01
+#define SOURCE_SIDE 0x02
+#define MEM_SIZE (1u << 20)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static _Noreturn void fail(int line, const char *what)
+{
+	fprintf(stderr, "fuzz_migrate.c:%d: invariant broken: %s\n", line, what);
+	abort();
+}
+
+struct input {
+	const uint8_t *p;
+	size_t len, off;
+};
+
+static int in_read(void *ctx, void *buf, size_t n, struct cv_error *err)
+{
+	struct input *in = ctx;
+	if (n > in->len - in->off)
+		return cv_fail(err, CV_EXIT_IOERR, "the source closed the connection");
+	memcpy(buf, in->p + in->off, n);
+	in->off += n;
+	return 0;
+}
+
+static void fix_crcs(uint8_t *b, size_t len)
+{
+	size_t off = MIG_PREAMBLE_SIZE;
+	while (len >= off && len - off >= MIG_HDR_SIZE) {
+		uint8_t *h = b + off;
+		uint64_t plen = get_le64(h + 8);
+		off += MIG_HDR_SIZE;
+		if (plen <= len - off)
+			put_le32(h + 16, snap_crc32(0, b + off, (size_t)plen));
+		put_le32(h + 20, snap_crc32(0, h, 20));
+		if (plen > len - off)
+			break;
+		off += (size_t)plen;
+	}
+}
+
+static void check_error(const struct cv_error *err)
+{
+	CHECK(err->code == CV_EXIT_DATAERR || err->code == CV_EXIT_IOERR ||
+	      err->code == CV_EXIT_OSERR);
+	CHECK(err->msg[0] != 0);
+	CHECK(strchr(err->msg, '\n') == NULL);
+}
+
+static void destination(struct mig_reader *rd, struct input *in, uint8_t *mem)
+{
+	struct cv_error err = { 0 };
+	struct mig_frame f;
+	struct snap_cur c;
+	struct snap_shape shape;
+	if (mig_read_preamble(rd, &err) < 0 || mig_expect(rd, MIG_HELLO, &f, &err) < 0 ||
+	    mig_decode_hello(&f, &c, &err) < 0 || shape_decode(&c, &shape, &err) < 0) {
+		check_error(&err);
+		return;
+	}
+	CHECK(shape.n_devices <= SNAP_SHAPE_MAX_DEVICES);
+	struct mig_rx_stats st;
+	if (mig_receive_memory(rd, mem, MEM_SIZE, &f, &st, &err) < 0) {
+		check_error(&err);
+		return;
+	}
+	CHECK(f.type == MIG_STATE && st.rounds >= 1);
+	/* Every page counted was in a frame of the input: */
+	CHECK(st.pages <= in->len / 16);
+	struct snap_file sf;
+	if (snap_file_parse(f.payload, f.len, &sf, &err) < 0) {
+		check_error(&err);
+		return;
+	}
+	snap_file_free(&sf);
+	if (mig_expect(rd, MIG_GO, &f, &err) < 0) {
+		check_error(&err);
+		return;
+	}
+	CHECK(in->off <= in->len);
+	if (in->off == in->len)
+		CHECK(rd->bytes == in->len);
+}
+
+static void source(struct mig_reader *rd)
+{
+	struct cv_error err = { 0 };
+	struct mig_frame f;
+	if (mig_read_preamble(rd, &err) < 0 || mig_expect(rd, MIG_ACCEPT, &f, &err) < 0 ||
+	    mig_expect(rd, MIG_READY, &f, &err) < 0 || mig_expect(rd, MIG_RESUMED, &f, &err) < 0) {
+		check_error(&err);
+		return;
+	}
+	CHECK(f.len == 0);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 1)
+		return 0;
+	uint8_t flags = data[0];
+	size_t len = size - 1;
+	uint8_t *b = malloc(len ? len : 1);
+	memcpy(b, data + 1, len);
+	if (flags & FIX_CRC)
+		fix_crcs(b, len);
+	static uint8_t *mem;
+	if (!mem)
+		mem = malloc(MEM_SIZE);
+	struct input in = { b, len, 0 };
+	struct mig_reader rd;
+	mig_reader_init(&rd, in_read, &in);
+	if (flags & SOURCE_SIDE)
+		source(&rd);
+	else
+		destination(&rd, &in, mem);
+	CHECK(rd.bytes == in.off);
+	mig_reader_free(&rd);
+	free(b);
+	return 0;
+}

@@ -53,7 +53,7 @@ fi
 shift
 
 # Every target: the code under test (for --coverage) and the longest input worth generating.
-names=(virtq blk net vsock agent-proto boot api fcconfig mmio snapshot migrate)
+names=(virtq blk net vsock agent-proto boot api fcconfig mmio snapshot migrate load)
 declare -A covered=(
   [virtq]="src/vmm/virtio/virtq.c src/vmm/memory.c"
   [blk]="src/vmm/virtio/blk.c src/vmm/block/image.c src/vmm/block/aio.c"
@@ -66,10 +66,11 @@ declare -A covered=(
   [mmio]="src/vmm/virtio/virtio_mmio.c"
   [snapshot]="src/vmm/snapshot/format.c src/vmm/snapshot/shape.c src/vmm/snapshot/platform_state.c"
   [migrate]="src/vmm/migrate/stream.c src/vmm/snapshot/format.c src/vmm/snapshot/shape.c"
+  [load]="src/vmm/load.c"
 )
 declare -A max_len=( [virtq]=24576 [blk]=8192 [net]=8192 [vsock]=8192 [agent-proto]=16384
                      [boot]=16384 [api]=4096 [fcconfig]=4096 [mmio]=4096 [snapshot]=8192
-                     [migrate]=32768 )
+                     [migrate]=32768 [load]=4096 )
 if [ $# -gt 0 ]; then
   for n in "$@"; do
     [ -n "${covered[$n]:-}" ] || { echo "$0: unknown target '$n' (${names[*]})" >&2; exit 2; }

@@ -347,6 +347,59 @@ Test(devices, net_tap_mac_ping_and_64mib_each_way)
 	sys_free(&r);
 }
 
+/*
+ * A NIC limited to 1 MiB/s each way (rx_bw=, tx_bw=1M/1000): 5 MiB over TCP take about 4 s in
+ * each direction (the first MiB is the full bucket; TCP/IP headers count too), checked within
+ * 0.5x to 1.5x of the limit, and the bytes arrive intact.
+ */
+Test(devices, net_rate_limit_holds_each_direction)
+{
+	put("netrl-guest.sh",
+	    "ip link set eth0 up && ip addr add \"$G/24\" dev eth0\n"
+	    "cs() { cut -d' ' -f1 /proc/uptime | tr -d .; }\n"
+	    "dd if=/dev/urandom of=/tmp/d bs=1048576 count=5 2>/dev/null\n"
+	    "echo \"SENT $(sha256sum < /tmp/d | cut -d' ' -f1)\"\n"
+	    "a=$(cs); nc \"$H\" 7001 < /tmp/d; echo \"NC-SEND $?\"; echo \"TX-CS $(($(cs) - a))\"\n"
+	    "rm /tmp/d\n"
+	    "a=$(cs); nc \"$H\" 7002 > /tmp/r; echo \"RX-CS $(($(cs) - a))\"\n"
+	    "echo \"RECEIVED $(sha256sum < /tmp/r | cut -d' ' -f1)\"\n", 0644);
+	char body[4096];
+	snprintf(body, sizeof(body), "%s%s", tap_setup,
+		"/usr/bin/python3 \"$PEER\" tcp \"$H\" 7001 7002 5242880 \"$S\" &\n"
+		"peer=$!\n"
+		"i=0; while [ ! -e \"$S/ready\" ] && [ $i -lt 300 ]; do i=$((i + 1)); sleep 0.1; done\n"
+		"vm \"$B/cvisor\" run --memory 256 "
+		"--net \"tap=$T,mac=52:54:00:5e:a1:08,rx_bw=1M/1000,tx_bw=1M/1000\" -e \"H=$H\" "
+		"-e \"G=$G\" -- sh -c \"$(cat \"$W/netrl-guest.sh\")\"\n"
+		"run=$?; echo \"RUN $run\"\n"
+		"[ $run = 0 ] || kill $peer 2>/dev/null\n"
+		"wait $peer; echo \"PEER $?\"\n"
+		"echo \"HOST-IN $(cat \"$S/in\")\"\n"
+		"echo \"HOST-OUT $(cat \"$S/out\")\"\n");
+	struct sys_result r = host_script("netrl.sh", body);
+	expect_num(&r, "RUN", "==", 0, "the guest run");
+	expect_num(&r, "PEER", "==", 0, "the host-side peer");
+	expect_num(&r, "NC-SEND", "==", 0, "guest nc sending");
+	char sent[80], received[80], want[128];
+	field(&r, "SENT", sent);
+	snprintf(want, sizeof(want), "5242880 %s", sent);
+	expect(&r, "HOST-IN", want, "guest -> host 5 MiB");
+	field(&r, "RECEIVED", received);
+	snprintf(want, sizeof(want), "5242880 %s", received);
+	expect(&r, "HOST-OUT", want, "host -> guest 5 MiB");
+	const char *dirs[] = { "TX-CS", "RX-CS" };
+	for (int i = 0; i < 2; i++) {
+		long long cs = num(&r, dirs[i]);
+		cr_assert_geq(cs, 300, "%s: %lld cs for 5 MiB through 1 MiB/s\n%s", dirs[i], cs, r.out);
+		long long kib_s = 5120 * 100 / cs;
+		cr_assert(kib_s >= 512 && kib_s <= 1536, "%s: %lld KiB/s through a 1024 KiB/s limit\n%s",
+			  dirs[i], kib_s, r.out);
+	}
+	fprintf(stderr, "net rate limit: tx %lld cs, rx %lld cs for 5 MiB\n", num(&r, "TX-CS"),
+		num(&r, "RX-CS"));
+	sys_free(&r);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* virtio-vsock (host side: cvisor-vmm's hybrid Unix sockets; guest side: cvisor-vsock-test) */
 

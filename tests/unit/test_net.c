@@ -1808,3 +1808,51 @@ Test(tap, without_guest_csum_the_kernel_finishes_checksums, .fini = teardown)
 	cr_assert(udp_csum_ok(got, len), "TUN_F_CSUM off: a finished checksum");
 	cr_assert_eq(stats().rx_packets, 1);
 }
+
+Test(tap, rate_limits_hold_on_a_real_tap_without_loss, .fini = teardown)
+{
+	if (!private_netns())
+		cr_skip_test("no network namespace or /dev/net/tun here");
+	start_tap("cvnet3");
+	T.peer = packet_socket("cvnet3", TEST_ETHERTYPE);
+	driver_init(F(VIRTIO_NET_F_MRG_RXBUF));
+	/* 10000 bytes per 100 ms each way; 30 frames of 1000 bytes: 10 at once, 20 over 200 ms. */
+	struct rate_limiter_config c = rl_cfg(10000, 100, 0, 0);
+	net_limit(&c, &c);
+	post_rx(64, 1526);
+	kick(NET_RXQ);
+	enum { N = 30, LEN = 1000 };
+	uint8_t frame[LEN], got[2000];
+	uint64_t t0 = now_ns();
+	for (uint32_t i = 0; i < N; i++) {
+		make_frame(frame, sizeof(frame), GUEST_MAC, 800 + i);
+		packet_send(T.peer, NULL, frame, sizeof(frame));
+	}
+	for (uint32_t i = 0; i < N; i++) {
+		struct vnet_hdr h;
+		cr_assert_eq(rx_collect(&h, got, sizeof(got)), LEN, "frame %u", i);
+		make_frame(frame, sizeof(frame), GUEST_MAC, 800 + i);
+		cr_assert_arr_eq(got, frame, LEN, "frame %u in order and intact", i);
+	}
+	uint64_t rx_took = now_ns() - t0;
+	cr_assert_geq(rx_took, 190 * MS_NS, "30000 bytes through 10000 per 100 ms in %llu ms",
+		      (unsigned long long)(rx_took / MS_NS));
+	t0 = now_ns();
+	for (uint32_t i = 0; i < N; i++) {
+		make_frame(frame, sizeof(frame), PEER_MAC, 900 + i);
+		guest_send(NULL, frame, sizeof(frame), 1);
+	}
+	kick(NET_TXQ);
+	for (uint32_t i = 0; i < N; i++) {
+		ssize_t r = peer_recv(got, sizeof(got), 2000);
+		cr_assert_eq(r, 10 + LEN, "frame %u", i);
+		make_frame(frame, sizeof(frame), PEER_MAC, 900 + i);
+		cr_assert_arr_eq(got + 10, frame, LEN);
+	}
+	uint64_t tx_took = now_ns() - t0;
+	cr_assert_geq(tx_took, 190 * MS_NS, "tx in %llu ms", (unsigned long long)(tx_took / MS_NS));
+	struct net_stats s = stats();
+	cr_assert_eq(s.rx_packets, N);
+	cr_assert_eq(s.tx_packets, N);
+	cr_assert_eq(s.rx_errors + s.tx_errors + s.rx_dropped + s.tx_dropped, 0);
+}

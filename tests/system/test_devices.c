@@ -363,11 +363,9 @@ Test(devices, net_rate_limit_holds_each_direction)
 	    "rm /tmp/d\n"
 	    "a=$(cs); nc \"$H\" 7002 > /tmp/r; echo \"RX-CS $(($(cs) - a))\"\n"
 	    "echo \"RECEIVED $(sha256sum < /tmp/r | cut -d' ' -f1)\"\n", 0644);
-	char body[4096];
-	snprintf(body, sizeof(body), "%s%s", tap_setup,
-		"/usr/bin/python3 \"$PEER\" tcp \"$H\" 7001 7002 5242880 \"$S\" &\n"
-		"peer=$!\n"
-		"i=0; while [ ! -e \"$S/ready\" ] && [ $i -lt 300 ]; do i=$((i + 1)); sleep 0.1; done\n"
+	const char *body =
+		"tap cvdt 10.213\n"
+		"tcp_peer 7001 7002 5242880\n"
 		"vm \"$B/cvisor\" run --memory 256 "
 		"--net \"tap=$T,mac=52:54:00:5e:a1:08,rx_bw=1M/1000,tx_bw=1M/1000\" -e \"H=$H\" "
 		"-e \"G=$G\" -- sh -c \"$(cat \"$W/netrl-guest.sh\")\"\n"
@@ -375,7 +373,7 @@ Test(devices, net_rate_limit_holds_each_direction)
 		"[ $run = 0 ] || kill $peer 2>/dev/null\n"
 		"wait $peer; echo \"PEER $?\"\n"
 		"echo \"HOST-IN $(cat \"$S/in\")\"\n"
-		"echo \"HOST-OUT $(cat \"$S/out\")\"\n");
+		"echo \"HOST-OUT $(cat \"$S/out\")\"\n";
 	struct sys_result r = host_script("netrl.sh", body);
 	expect_num(&r, "RUN", "==", 0, "the guest run");
 	expect_num(&r, "PEER", "==", 0, "the host-side peer");

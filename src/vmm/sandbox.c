@@ -374,6 +374,16 @@ static void grp_migrate(struct builder *b)
 	ALLOW_IOCTLS(b, reqs);
 }
 
+/*
+ * Live migration hands the disk image locks over (block/image.h): the migration thread drops
+ * them before GO and takes them back if the destination refuses; the API thread takes them
+ * back when the operator resumes a source whose migration ended unknown.
+ */
+static void grp_disk_locks(struct builder *b)
+{
+	ALLOW_IF(b, fcntl, ARG32(1, F_OFD_SETLK));
+}
+
 #ifdef CV_SANITIZED
 /*
  * Sanitizer builds only: what ASan/UBSan/LSan do behind the program's back - error reports
@@ -421,12 +431,14 @@ static void build_role(struct builder *b, enum vmm_thread_role role, pid_t self)
 		grp_vcpu_state(b);
 		grp_vm_state(b);
 		grp_snapshot_files(b);
+		grp_disk_locks(b);
 		break;
 	case VMM_ROLE_MIGRATE:
 		grp_device_control(b);       /* pause: devices finish work in flight */
 		grp_vcpu_state(b);
 		grp_vm_state(b);
 		grp_migrate(b);
+		grp_disk_locks(b);
 		break;
 	case VMM_ROLE_MAIN:
 	case VMM_ROLE_COUNT:

@@ -321,6 +321,16 @@ static void grp_snapshot_files(struct builder *b)
 }
 
 /*
+ * Live migration hands the disk image locks over (block/image.h): the migration thread drops
+ * them before GO and takes them back if the destination refuses; the API thread takes them
+ * back when the operator resumes a source whose migration ended unknown.
+ */
+static void grp_disk_locks(struct builder *b)
+{
+	ALLOW_IF(b, fcntl, ARG32(1, F_OFD_SETLK));
+}
+
+/*
  * PATCH /drives/ID {"path_on_host"} on the API thread: the new image is opened (openat is in
  * grp_snapshot_files), locked against other writers (F_OFD_SETLK) and, for a host block
  * device, sized (BLKGETSIZE64, BLKSSZGET). The API client names the file, as it does for
@@ -328,7 +338,7 @@ static void grp_snapshot_files(struct builder *b)
  */
 static void grp_drive_swap(struct builder *b)
 {
-	ALLOW_IF(b, fcntl, ARG32(1, F_OFD_SETLK));
+	grp_disk_locks(b);
 	static const struct ioctl_req reqs[] = { REQ(BLKGETSIZE64), REQ(BLKSSZGET) };
 	ALLOW_IOCTLS(b, reqs);
 }
@@ -438,13 +448,14 @@ static void build_role(struct builder *b, enum vmm_thread_role role, pid_t self)
 		grp_vcpu_state(b);
 		grp_vm_state(b);
 		grp_snapshot_files(b);
-		grp_drive_swap(b);
+		grp_drive_swap(b);           /* includes the disk locks */
 		break;
 	case VMM_ROLE_MIGRATE:
 		grp_device_control(b);       /* pause: devices finish work in flight */
 		grp_vcpu_state(b);
 		grp_vm_state(b);
 		grp_migrate(b);
+		grp_disk_locks(b);
 		break;
 	case VMM_ROLE_MAIN:
 	case VMM_ROLE_COUNT:

@@ -19,6 +19,7 @@
 
 #include "util.h"
 #include "vcpu.h"
+#include "virtio/device.h"
 #include "vm.h"
 
 static double now_ms(void)
@@ -277,7 +278,30 @@ static int load_all(struct vm *vm, const struct snap_file *f, const char *mem_pa
 		    vcpu_state_load(&vm->vcpus[i], &c, err) < 0)
 			return -1;
 	}
-	return vm_clock_load(vm, &clock, err);
+	if (vm_clock_load(vm, &clock, err) < 0)
+		return -1;
+	/*
+	 * Interrupts the devices raised while loading (virtio-vsock's TRANSPORT_RESET event, a
+	 * clone's MAC change) went into local APICs whose state vcpu_state_load has overwritten
+	 * since. Raise one per running queue and configuration again: a virtio driver takes a
+	 * spurious one as "look at the used ring", and without it the guest would never see the
+	 * vsock event (no new CID, stale connections).
+	 */
+	for (unsigned i = 0; i < vm->n_virtio; i++) {
+		struct virtio_dev *d = vm->virtio[i]->dev;
+		pthread_mutex_lock(&d->lock);
+		if (virtio_dev_running(d)) {
+			for (unsigned q = 0; q < d->num_queues; q++)
+				if (d->vq[q].started) {
+					d->isr |= 1;
+					d->transport->signal_queue(d, q);
+				}
+			if (d->isr & 2)
+				d->transport->signal_config(d);
+		}
+		pthread_mutex_unlock(&d->lock);
+	}
+	return 0;
 }
 
 int vm_restore(struct vm *vm, const char *state_path, const char *mem_path, struct cv_error *err)

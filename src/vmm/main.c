@@ -375,6 +375,10 @@ int main(int argc, char **argv)
 	    parse_args(argc, argv, &o, &in->setup, &err) < 0 ||
 	    (o.id && instance_set_id(in, o.id, &err) < 0)) {
 		cv_error_print(&err, "cvisor-vmm");
+		if (in) {
+			instance_destroy(in);
+			free(in);
+		}
 		return err.code ? err.code : CV_EXIT_OSERR;
 	}
 
@@ -390,6 +394,8 @@ int main(int argc, char **argv)
 				"%s; add --emulated-host to run inside cvisor's emulated host", probe.reason);
 		}
 		cv_error_print(&err, "cvisor-vmm");
+		instance_destroy(in);
+		free(in);
 		return err.code;
 	}
 

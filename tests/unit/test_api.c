@@ -146,10 +146,12 @@ Test(api, migrate_routes_refuse_bad_requests)
 	cr_assert_eq(resp.status, MHD_HTTP_OK);
 	cr_assert_str_eq(json_string_value(json_object_get(resp.body, "state")), "none");
 	json_decref(resp.body);
+	resp = (struct api_response){ 0 };
 	struct api_request del = { .method = "DELETE", .path = "/cvisor/migrate" };
 	vmm_api_route(vm, &del, &resp);
 	cr_assert_eq(resp.status, MHD_HTTP_BAD_REQUEST, "nothing to cancel");
 	json_decref(resp.body);
+	resp = (struct api_response){ 0 };
 	struct api_request cancel = { .method = "PUT", .path = "/cvisor/migrate/cancel" };
 	vmm_api_route(vm, &cancel, &resp);
 	cr_assert_eq(resp.status, MHD_HTTP_BAD_REQUEST);

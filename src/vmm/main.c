@@ -19,6 +19,7 @@
 #include "kvm_probe.h"
 #include "migrate/migrate.h"
 #include "migrate/stream.h"
+#include "sandbox.h"
 #include "snapshot/snapshot.h"
 #include "util.h"
 #include "vm.h"
@@ -367,6 +368,7 @@ static int restore_shape(struct options *o, struct vm_config *vm, struct cv_erro
 
 int main(int argc, char **argv)
 {
+	vmm_sandbox_prepare_process();
 	struct cv_error err = { 0 };
 	struct options o;
 	struct vmm_instance *in = calloc(1, sizeof(*in));

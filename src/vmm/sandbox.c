@@ -22,6 +22,7 @@
 #include <linux/if_tun.h>
 #include <linux/fs.h>
 #include <linux/kvm.h>
+#include <malloc.h>
 #include <seccomp.h>
 #include <stdint.h>
 #include <string.h>
@@ -530,6 +531,11 @@ int vmm_caps_drop(struct cv_error *err)
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return cv_fail_errno(err, CV_EXIT_OSERR, "PR_SET_NO_NEW_PRIVS");
 	return 0;
+}
+
+void vmm_sandbox_prepare_process(void)
+{
+	mallopt(M_ARENA_MAX, 1);
 }
 
 int vmm_sandbox_enter(enum vmm_thread_role role, enum vmm_sandbox_mode mode,

@@ -49,6 +49,15 @@ const char *vmm_thread_role_name(enum vmm_thread_role role);
 int vmm_sandbox_enter(enum vmm_thread_role role, enum vmm_sandbox_mode mode,
 		      struct cv_error *err);
 
+/*
+ * Process-wide preparation, first thing in main(), before any thread exists: one malloc arena
+ * for every thread. glibc returns memory of a thread's own arena by shrinking its heap, and the
+ * first shrink opens /proc/sys/vm/overcommit_memory - a path a vCPU or I/O thread's filter must
+ * refuse, which killed VMMs at random (whenever a thread happened to free enough memory). The
+ * main arena gives memory back with brk and madvise, which every role allows.
+ */
+void vmm_sandbox_prepare_process(void);
+
 /* The two halves of vmm_sandbox_enter, for tests. */
 int vmm_seccomp_install(enum vmm_thread_role role, enum vmm_sandbox_mode mode,
 			struct cv_error *err);

@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
+
 #define NS_PER_MS 1000000ULL
 /* Farther than any real wait; keeps sums with the clock from overflowing. */
 #define FAR_NS (1ULL << 62)
@@ -160,6 +162,47 @@ void rate_limiter_configure(struct rate_limiter *rl, const struct rate_limiter_c
 		bucket_setup(&rl->bw, &cfg->bandwidth, now);
 	if (!same_config(&rl->ops.cfg, &cfg->ops))
 		bucket_setup(&rl->ops, &cfg->ops, now);
+}
+
+static void level_of(struct token_bucket *b, uint64_t now, struct token_bucket_level *out)
+{
+	*out = (struct token_bucket_level){ 0 };
+	if (!b->active)
+		return;
+	refill(b, now);
+	*out = (struct token_bucket_level){ .burst = b->burst, .budget = b->budget,
+					    .frac = b->frac };
+}
+
+void rate_limiter_save(struct rate_limiter *rl, struct rate_limiter_config *cfg,
+		       struct token_bucket_level *bw, struct token_bucket_level *ops)
+{
+	uint64_t now = now_of(rl);
+	cfg->bandwidth = rl->bw.cfg;
+	cfg->ops = rl->ops.cfg;
+	level_of(&rl->bw, now, bw);
+	level_of(&rl->ops, now, ops);
+}
+
+/* Saved levels come from a file or a peer: keep them within what the settings can produce. */
+static void set_level(struct token_bucket *b, const struct token_bucket_level *l)
+{
+	if (!b->active)
+		return;
+	b->burst = CV_MIN(l->burst, b->cfg.one_time_burst);
+	int64_t floor = -(int64_t)RL_MAX_TOKENS;
+	b->budget = l->budget < floor ? floor : CV_MIN(l->budget, (int64_t)b->size);
+	b->frac = l->frac < b->refill_ns && b->budget < (int64_t)b->size ? l->frac : 0;
+}
+
+void rate_limiter_restore(struct rate_limiter *rl, const struct rate_limiter_config *cfg,
+			  const struct token_bucket_level *bw, const struct token_bucket_level *ops)
+{
+	uint64_t now = now_of(rl);
+	bucket_setup(&rl->bw, &cfg->bandwidth, now);
+	bucket_setup(&rl->ops, &cfg->ops, now);
+	set_level(&rl->bw, bw);
+	set_level(&rl->ops, ops);
 }
 
 bool rate_limiter_active(const struct rate_limiter *rl)

@@ -89,6 +89,27 @@ bool rate_limiter_consume(struct rate_limiter *rl, uint64_t bytes, uint64_t ops,
 /* Gives back exactly what the last successful consume took (the request could not start). */
 void rate_limiter_undo(struct rate_limiter *rl);
 
+/*
+ * A bucket's level, for snapshots and migration: what it holds, not when it last refilled
+ * (clock readings mean nothing in another process or on another host).
+ */
+struct token_bucket_level {
+	uint64_t burst;                   /* one-time burst left */
+	int64_t budget;                   /* negative: debt */
+	uint64_t frac;                    /* refill progress toward the next token */
+};
+
+/* The settings in force and the levels of both buckets, refilled up to now. */
+void rate_limiter_save(struct rate_limiter *rl, struct rate_limiter_config *cfg,
+		       struct token_bucket_level *bw, struct token_bucket_level *ops);
+
+/*
+ * Applies checked settings afresh and then the saved levels, each clamped to what the
+ * settings allow; refilling starts now, so the time the state spent saved earns nothing.
+ */
+void rate_limiter_restore(struct rate_limiter *rl, const struct rate_limiter_config *cfg,
+			  const struct token_bucket_level *bw, const struct token_bucket_level *ops);
+
 /* Tokens a bucket could give right now (one-time burst included), for tests and metrics. */
 int64_t token_bucket_available(struct token_bucket *b, uint64_t now);
 

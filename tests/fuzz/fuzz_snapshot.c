@@ -1,8 +1,9 @@
 /*
  * libFuzzer target for the snapshot state file reader (src/vmm/snapshot/format.c) and the
  * decoders that need no KVM: the machine shape (shape.c), the device configuration
- * (config_state.c) and the platform devices (platform_state.c, into a stand-in VM holding a
- * UART and the ACPI PM registers).
+ * (config_state.c), the platform devices (platform_state.c, into a stand-in VM holding a
+ * UART, the ACPI PM registers and an i8042) and rate limiters (limits_state.c, into a
+ * stand-in device with two limiters).
  *
  * Input: u8 flags | state file bytes. Flag 1 repairs every checksum the file's structure lets
  * one find before parsing, so mutations reach the decoders instead of dying at the CRC check.
@@ -12,7 +13,8 @@
  *     (so the parser accepted nothing the format does not describe), starts with SHAPE and
  *     every section lies inside the input;
  *   - a refusal is CV_EXIT_DATAERR (or out of memory) with a one-line message;
- *   - decoders either accept or refuse; accepted values respect their limits (devices, FIFO);
+ *   - decoders either accept or refuse; accepted values respect their limits (devices, FIFO,
+ *     keyboard queue, bucket levels within their settings), and a restored limiter answers;
  *   - no memory error or leak (ASan, libFuzzer's leak check).
  */
 #include <stdio.h>
@@ -22,6 +24,8 @@
 #include "bytes.h"
 #include "snapshot/format.h"
 #include "snapshot/state.h"
+#include "ratelimit.h"
+#include "virtio/device.h"
 #include "vm.h"
 
 #define CHECK(c) do { if (!(c)) fail(__LINE__, #c); } while (0)
@@ -37,6 +41,19 @@ static _Noreturn void fail(int line, const char *what)
 }
 
 static struct vm *V;
+/* A stand-in virtio device with two rate limiters, as virtio-net has. */
+static struct rate_limiter L[2];
+static struct virtio_dev D;
+
+static unsigned two_limiters(struct virtio_dev *d, struct rate_limiter **out)
+{
+	(void)d;
+	out[0] = &L[0];
+	out[1] = &L[1];
+	return 2;
+}
+
+static const struct virtio_dev_ops limited_ops = { .limiters = two_limiters };
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -47,6 +64,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	uart_init(&V->uart, &hooks);
 	struct power_hook power = { 0 };
 	acpi_pm_init(&V->acpi_pm, &power);
+	i8042_init(&V->i8042, &power, NULL, NULL);
+	D.name = "stand-in";
+	D.ops = &limited_ops;
+	rate_limiter_init(&L[0], NULL, NULL);
+	rate_limiter_init(&L[1], NULL, NULL);
 	return 0;
 }
 
@@ -146,6 +168,39 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(V->uart.rx_count <= UART_RX_FIFO_SIZE && V->uart.rx_head == 0);
 		else
 			check_error(&err);
+	}
+	const struct snap_section *ks = snap_file_find(&f, SNAP_SEC_KEYBOARD, 0);
+	if (ks) {
+		snap_cur_init(&c, ks->data, ks->len);
+		memset(&err, 0, sizeof(err));
+		if (keyboard_state_load(&V->i8042, &c, &err) == 0) {
+			CHECK(V->i8042.len <= I8042_QUEUE && V->i8042.head == 0);
+			for (unsigned i = 0; i < V->i8042.len; i++)
+				CHECK(V->i8042.queue_src[i] <= I8042_SRC_AUX);
+		} else {
+			check_error(&err);
+		}
+	}
+	const struct snap_section *ls = snap_file_find(&f, SNAP_SEC_LIMITS, 0);
+	if (ls) {
+		snap_cur_init(&c, ls->data, ls->len);
+		memset(&err, 0, sizeof(err));
+		if (limits_state_load(&D, &c, &err) == 0) {
+			for (unsigned i = 0; i < 2; i++) {
+				const struct token_bucket *bk[2] = { &L[i].bw, &L[i].ops };
+				for (unsigned j = 0; j < 2; j++) {
+					const struct token_bucket *t = bk[j];
+					CHECK(!t->active || (t->budget <= (int64_t)t->size &&
+							     t->burst <= t->cfg.one_time_burst &&
+							     t->frac < t->refill_ns));
+				}
+				uint64_t retry;
+				(void)rate_limiter_consume(&L[i], 4096, 1, &retry);
+			}
+		} else {
+			CHECK(err.code == CV_EXIT_DATAERR || err.code == CV_EXIT_USAGE);
+			CHECK(err.msg[0] != 0 && strchr(err.msg, '\n') == NULL);
+		}
 	}
 	const struct snap_section *cs = snap_file_find(&f, SNAP_SEC_CONFIG, 0);
 	if (cs) {

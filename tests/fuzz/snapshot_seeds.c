@@ -107,6 +107,29 @@ static void file(struct seed *s, uint32_t version, bool shape_first, bool extra)
 	seed_u32(&p, sizeof(cfg));
 	seed_bytes(&p, cfg, sizeof(cfg));
 	section(s, 5, 1, &p);
+	seed_reset(&p);                    /* KEYBOARD: command byte, no command, 2 bytes queued */
+	seed_u8(&p, 0x45);
+	seed_u8(&p, 0);
+	seed_u8(&p, 0xed);
+	seed_u32(&p, 2);
+	seed_u8(&p, 0xfa);
+	seed_u8(&p, 0x55);
+	seed_u32(&p, 2);
+	seed_u8(&p, 1);
+	seed_u8(&p, 0);
+	section(s, 8, 0, &p);
+	seed_reset(&p);                    /* LIMITS: two limiters, one bucket of each in debt */
+	seed_u32(&p, 2);
+	for (unsigned i = 0; i < 4; i++) {
+		seed_u8(&p, i != 3);
+		seed_u64(&p, 1000 << i);
+		seed_u64(&p, i == 0 ? 500 : 0);
+		seed_u64(&p, 100);
+		seed_u64(&p, i == 0 ? 200 : 0);
+		seed_u64(&p, i == 1 ? (uint64_t)-300 : 700);
+		seed_u64(&p, 12345);
+	}
+	section(s, 9, 0, &p);
 	seed_reset(&p);
 	seed_u32(&p, 2);
 	seed_u32(&p, 1);

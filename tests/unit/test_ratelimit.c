@@ -262,6 +262,43 @@ Test(bucket, reconfigure_live)
 	take(1 << 30, 1000, true);
 }
 
+Test(bucket, saved_levels_come_back_without_the_time_between)
+{
+	struct rate_limiter_config c = bw(1000, 300, 1000);
+	c.ops = (struct token_bucket_config){ 10, 0, 1000, true };
+	rate_limiter_configure(&rl, &c);
+	take(1200, 4, true);                      /* the burst, then 900 of the bucket */
+	fake_now += 250 * MS;                     /* +250 bytes, +2.5 ops */
+	struct rate_limiter_config saved;
+	struct token_bucket_level lb, lo;
+	rate_limiter_save(&rl, &saved, &lb, &lo);
+	cr_assert_eq(saved.bandwidth.size, 1000);
+	cr_assert_eq(lb.burst, 0);
+	cr_assert_eq(lb.budget, 350);
+	cr_assert_eq(lo.budget, 8);
+	cr_assert_gt(lo.frac, 0, "half an op earned");
+
+	/* Another limiter, an hour later: same levels, nothing earned while saved. */
+	struct rate_limiter other;
+	rate_limiter_init(&other, fake_clock, NULL);
+	fake_now += 3600 * SEC;
+	rate_limiter_restore(&other, &saved, &lb, &lo);
+	cr_assert_eq(token_bucket_available(&other.bw, fake_now), 350);
+	cr_assert_eq(token_bucket_available(&other.ops, fake_now), 8);
+	fake_now += 50 * MS;                      /* the saved half op completes a token */
+	cr_assert_eq(token_bucket_available(&other.ops, fake_now), 9);
+
+	/* Levels from a file are clamped to what the settings can hold. */
+	struct token_bucket_level wild = { .burst = 1 << 20, .budget = INT64_MAX,
+					   .frac = UINT64_MAX };
+	rate_limiter_restore(&other, &saved, &wild, &wild);
+	cr_assert_eq(token_bucket_available(&other.bw, fake_now), 1000 + 300, "size + burst");
+	cr_assert_eq(token_bucket_available(&other.ops, fake_now), 10);
+	wild.budget = INT64_MIN;
+	rate_limiter_restore(&other, &saved, &wild, &wild);
+	cr_assert_eq(other.bw.budget, -(int64_t)RL_MAX_TOKENS);
+}
+
 Test(bucket, extreme_settings_do_not_overflow)
 {
 	struct rate_limiter_config c = bw(RL_MAX_SIZE, UINT64_MAX, RL_MAX_REFILL_MS);

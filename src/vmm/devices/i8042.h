@@ -10,7 +10,8 @@
  * Bytes for the guest wait in a small queue; each keyboard byte raises IRQ 1 (an edge) when
  * it reaches the output buffer and the command byte enables keyboard interrupts.
  * Scancodes are set 1, as the controller translates by default (command byte bit 6).
- * Nothing of the keyboard is in snapshots: a guest restored mid-command retries it.
+ * Snapshots and migration carry the command byte, pending commands and the queue
+ * (snapshot/platform_state.c).
  */
 #ifndef CVISOR_VMM_DEVICES_I8042_H
 #define CVISOR_VMM_DEVICES_I8042_H

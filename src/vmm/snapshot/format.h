@@ -34,6 +34,8 @@ enum snap_section_type {
 	SNAP_SEC_PCI = 5,         /* instance = PCI slot: configuration space */
 	SNAP_SEC_VIRTIO = 6,      /* instance = virtio device index */
 	SNAP_SEC_CONFIG = 7,      /* device configuration, for PUT /snapshot/load */
+	SNAP_SEC_KEYBOARD = 8,    /* i8042 controller and keyboard */
+	SNAP_SEC_LIMITS = 9,      /* instance = virtio device index: its rate limiters */
 	SNAP_SEC_END = 0x454e4421 /* "!DNE": must come last, empty */
 };
 

@@ -1,8 +1,11 @@
 /*
- * Fixed platform devices for snapshots (see state.h). The i8042 keyboard is not saved (i8042.h).
+ * Fixed platform devices for snapshots (see state.h).
  *   PLATFORM payload: UART u8 ier lcr mcr lsr msr scr dll dlm fcr | u8 thr_interrupt |
  *     u8 irq_level | blob RX FIFO contents (oldest first, at most 64) | ACPI PM u16 enable |
  *     u16 control
+ *   KEYBOARD payload: i8042 u8 command byte | u8 controller command awaiting its data byte |
+ *     u8 keyboard command awaiting its data byte | blob bytes queued for the guest (oldest
+ *     first, at most 32) | blob their sources (I8042_SRC_*), as many
  *   PCI payload (per slot): blob of the 256-byte configuration space
  * The UART's interrupt line level is restored without driving the line: the IOAPIC's own
  * state (vm_state.c) already holds what the line did.
@@ -63,6 +66,45 @@ int platform_state_load(struct vm *vm, struct snap_cur *in, struct cv_error *err
 	vm->acpi_pm.pm1_enable = enable;
 	vm->acpi_pm.pm1_control = control | ACPI_PM1_SCI_EN;
 	pthread_mutex_unlock(&vm->acpi_pm.lock);
+	return 0;
+}
+
+void keyboard_state_save(struct i8042 *k, struct snap_buf *out)
+{
+	pthread_mutex_lock(&k->lock);
+	uint8_t bytes[I8042_QUEUE], src[I8042_QUEUE];
+	for (unsigned i = 0; i < k->len; i++) {
+		bytes[i] = k->queue[(k->head + i) % I8042_QUEUE];
+		src[i] = k->queue_src[(k->head + i) % I8042_QUEUE];
+	}
+	snap_put_u8(out, k->ctr);
+	snap_put_u8(out, k->pending);
+	snap_put_u8(out, k->kbd_pending);
+	snap_put_blob(out, bytes, k->len);
+	snap_put_blob(out, src, k->len);
+	pthread_mutex_unlock(&k->lock);
+}
+
+int keyboard_state_load(struct i8042 *k, struct snap_cur *in, struct cv_error *err)
+{
+	uint8_t ctr = snap_get_u8(in), pending = snap_get_u8(in), kbd_pending = snap_get_u8(in);
+	size_t n, ns;
+	const uint8_t *bytes = snap_get_blob(in, &n), *src = snap_get_blob(in, &ns);
+	bool ok = snap_cur_done(in) && bytes && src && n == ns && n <= I8042_QUEUE;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = src[i] <= I8042_SRC_AUX;
+	if (!ok)
+		return cv_fail(err, CV_EXIT_DATAERR, "snapshot: keyboard section is malformed");
+	/* No interrupt now: the interrupt controllers' saved state holds any the queue raised. */
+	pthread_mutex_lock(&k->lock);
+	k->ctr = ctr;
+	k->pending = pending;
+	k->kbd_pending = kbd_pending;
+	memcpy(k->queue, bytes, n);
+	memcpy(k->queue_src, src, n);
+	k->head = 0;
+	k->len = (unsigned)n;
+	pthread_mutex_unlock(&k->lock);
 	return 0;
 }
 

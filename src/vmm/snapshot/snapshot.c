@@ -57,6 +57,9 @@ static int build_state(struct vm *vm, uint32_t type, struct snap_buf *f, struct 
 	platform_state_save(vm, &s);
 	if (add(f, SNAP_SEC_PLATFORM, 0, &s) < 0)
 		goto oom;
+	keyboard_state_save(&vm->i8042, &s);
+	if (add(f, SNAP_SEC_KEYBOARD, 0, &s) < 0)
+		goto oom;
 	for (unsigned slot = 0; slot < PCI_SLOTS; slot++) {
 		struct pci_device *d = vm->pci.slots[slot];
 		if (!d)
@@ -68,6 +71,12 @@ static int build_state(struct vm *vm, uint32_t type, struct snap_buf *f, struct 
 	for (unsigned i = 0; i < vm->n_virtio; i++) {
 		virtio_state_save(vm->virtio[i], &s);
 		if (add(f, SNAP_SEC_VIRTIO, i, &s) < 0)
+			goto oom;
+		struct virtio_dev *d = vm->virtio[i]->dev;
+		pthread_mutex_lock(&d->lock);
+		bool has = limits_state_save(d, &s);
+		pthread_mutex_unlock(&d->lock);
+		if (has && add(f, SNAP_SEC_LIMITS, i, &s) < 0)
 			goto oom;
 	}
 	for (unsigned i = 0; i < vm->n_vcpus; i++) {
@@ -251,6 +260,12 @@ static int load_all(struct vm *vm, const struct snap_file *f, const char *mem_pa
 	if (need(f, SNAP_SEC_PLATFORM, 0, "platform", &c, err) < 0 ||
 	    platform_state_load(vm, &c, err) < 0)
 		return -1;
+	const struct snap_section *kbd = snap_file_find(f, SNAP_SEC_KEYBOARD, 0);
+	if (kbd) {
+		snap_cur_init(&c, kbd->data, kbd->len);
+		if (keyboard_state_load(&vm->i8042, &c, err) < 0)
+			return -1;
+	}
 	for (unsigned slot = 0; slot < PCI_SLOTS; slot++) {
 		struct pci_device *d = vm->pci.slots[slot];
 		const struct snap_section *s = snap_file_find(f, SNAP_SEC_PCI, slot);
@@ -267,6 +282,16 @@ static int load_all(struct vm *vm, const struct snap_file *f, const char *mem_pa
 	for (unsigned i = 0; i < vm->n_virtio; i++) {
 		char what[48];
 		snprintf(what, sizeof(what), "virtio device %u", i);
+		const struct snap_section *lim = snap_file_find(f, SNAP_SEC_LIMITS, i);
+		if (lim) {
+			struct virtio_dev *d = vm->virtio[i]->dev;
+			snap_cur_init(&c, lim->data, lim->len);
+			pthread_mutex_lock(&d->lock);
+			int rc = limits_state_load(d, &c, err);
+			pthread_mutex_unlock(&d->lock);
+			if (rc < 0)
+				return -1;
+		}
 		if (need(f, SNAP_SEC_VIRTIO, i, what, &c, err) < 0 ||
 		    virtio_state_load(vm->virtio[i], &c, err) < 0)
 			return -1;

@@ -3,7 +3,9 @@
  * reading one section payload of the state file (format.h):
  *   vcpu_state.c      one vCPU's architectural state (SNAP_SEC_VCPU)
  *   vm_state.c        in-kernel PIC/IOAPIC, PIT and KVM clock (SNAP_SEC_VM)
- *   platform_state.c  UART and ACPI PM registers (SNAP_SEC_PLATFORM), PCI config space
+ *   platform_state.c  UART and ACPI PM registers (SNAP_SEC_PLATFORM), the i8042
+ *                     (SNAP_SEC_KEYBOARD), PCI config space
+ *   limits_state.c    the virtio devices' rate limiters (SNAP_SEC_LIMITS)
  *   virtio_state.c    virtio core, virtio-pci transport and the device's own state
  *   shape.c           machine shape and compatibility checks (SNAP_SEC_SHAPE)
  *   memfile.c         the guest memory file
@@ -27,6 +29,8 @@ struct vcpu;
 struct vm_virtio;
 struct pci_device;
 struct pci_bus;
+struct i8042;
+struct virtio_dev;
 
 int vcpu_state_save(struct vcpu *v, struct snap_buf *out, struct cv_error *err);
 int vcpu_state_load(struct vcpu *v, struct snap_cur *in, struct cv_error *err);
@@ -38,6 +42,13 @@ int vm_clock_load(struct vm *vm, struct snap_cur *in, struct cv_error *err);
 
 void platform_state_save(struct vm *vm, struct snap_buf *out);
 int platform_state_load(struct vm *vm, struct snap_cur *in, struct cv_error *err);
+/* Optional on load: files from before it was saved leave the keyboard as powered on. */
+void keyboard_state_save(struct i8042 *k, struct snap_buf *out);
+int keyboard_state_load(struct i8042 *k, struct snap_cur *in, struct cv_error *err);
+/* False (nothing written) for a device without rate limiters. Call with the device lock held. */
+bool limits_state_save(struct virtio_dev *d, struct snap_buf *out);
+/* Optional on load: a file without the section leaves the limiters as configured here. */
+int limits_state_load(struct virtio_dev *d, struct snap_cur *in, struct cv_error *err);
 void pci_state_save(struct pci_device *d, struct snap_buf *out);
 int pci_state_load(struct pci_bus *bus, struct pci_device *d, struct snap_cur *in,
 		   struct cv_error *err);

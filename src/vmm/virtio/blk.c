@@ -678,6 +678,13 @@ static void blk_config_read(struct virtio_dev *d, uint32_t off, uint8_t *data, u
 		data[i] = (uint64_t)off + i < VIRTIO_BLK_CFG_SIZE ? c[off + i] : 0;
 }
 
+static unsigned blk_limiters(struct virtio_dev *d, struct rate_limiter **out)
+{
+	struct virtio_blk *b = d->priv;
+	out[0] = &b->rl;
+	return 1;
+}
+
 static const struct virtio_dev_ops blk_ops = {
 	.device_id = VIRTIO_ID_BLOCK,
 	.pci_class = 0x010000,       /* mass storage: SCSI (what virtio-blk has always used) */
@@ -687,6 +694,7 @@ static const struct virtio_dev_ops blk_ops = {
 	.quiesce = blk_quiesce,
 	.save = blk_save,
 	.load = blk_load,
+	.limiters = blk_limiters,
 };
 
 static void print_stats(const struct virtio_blk *b)

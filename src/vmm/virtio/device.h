@@ -42,6 +42,7 @@
 struct virtio_dev;
 struct snap_buf;
 struct snap_cur;
+struct rate_limiter;
 
 struct virtio_dev_ops {
 	uint32_t device_id;
@@ -67,7 +68,14 @@ struct virtio_dev_ops {
 	unsigned (*held)(struct virtio_dev *d, unsigned q);
 	void (*save)(struct virtio_dev *d, struct snap_buf *out);
 	int (*load)(struct virtio_dev *d, struct snap_cur *in, struct cv_error *err);
+	/*
+	 * The device's rate limiters, in a fixed order (at most VIRTIO_MAX_LIMITERS), so that
+	 * snapshots and migration carry their settings and levels; optional.
+	 */
+	unsigned (*limiters)(struct virtio_dev *d, struct rate_limiter **out);
 };
+
+#define VIRTIO_MAX_LIMITERS 2
 
 struct virtio_transport_ops {
 	void (*signal_queue)(struct virtio_dev *d, unsigned q);

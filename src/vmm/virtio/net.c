@@ -811,6 +811,14 @@ static int net_load(struct virtio_dev *d, struct snap_cur *in, struct cv_error *
 	return 0;
 }
 
+static unsigned net_limiters(struct virtio_dev *d, struct rate_limiter **out)
+{
+	struct virtio_net *n = d->priv;
+	out[0] = &n->rx_rl;
+	out[1] = &n->tx_rl;
+	return 2;
+}
+
 static const struct virtio_dev_ops net_ops = {
 	.device_id = VIRTIO_ID_NET,
 	.pci_class = 0x020000,   /* Ethernet controller */
@@ -821,6 +829,7 @@ static const struct virtio_dev_ops net_ops = {
 	.held = net_held,
 	.save = net_save,
 	.load = net_load,
+	.limiters = net_limiters,
 };
 
 /* I/O thread: the TAP is readable, writable again, or broken. */

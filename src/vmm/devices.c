@@ -75,16 +75,22 @@ int vm_virtio_plug(struct vm *vm, struct virtio_dev *dev, void *owner, void (*de
 static void rng_destroy(void *owner)
 {
 	struct virtio_rng *r = owner;
-	virtio_dev_destroy(&r->dev);
+	virtio_rng_destroy(r);
 	free(r);
 }
 
-static int add_rng(struct vm *vm, struct cv_error *err)
+static int add_rng(struct vm *vm, const struct rate_limiter_config *limits,
+		   struct cv_error *err)
 {
+	if (rate_limiter_config_check(limits, "entropy device", err) < 0)
+		return -1;
 	struct virtio_rng *r = calloc(1, sizeof(*r));
 	if (!r)
 		return cv_fail(err, CV_EXIT_OSERR, "out of memory");
-	virtio_rng_init(r, &vm->mem, &vm->loop);
+	if (virtio_rng_init(r, &vm->mem, &vm->loop, limits, err) < 0) {
+		free(r);
+		return -1;
+	}
 	return vm_virtio_plug(vm, &r->dev, r, rng_destroy, err);
 }
 
@@ -113,7 +119,7 @@ int vm_devices_create(struct vm *vm, const struct device_config *cfg, struct cv_
 {
 	if (cfg->transport == VIRTIO_TRANSPORT_MMIO && mmio_bus_create(vm, err) < 0)
 		return -1;
-	if (cfg->rng && add_rng(vm, err) < 0)
+	if (cfg->rng && add_rng(vm, &cfg->rng_rate_limiter, err) < 0)
 		return -1;
 	for (unsigned i = 0; i < cfg->n_disks; i++)
 		if (virtio_blk_add(vm, &cfg->disks[i], i, err) < 0)

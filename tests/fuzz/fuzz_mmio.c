@@ -139,7 +139,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		.set_line = set_line, .line_ctx = S,
 	};
 	FZ_CHECK(virtio_mmio_bus_init(&S->mbus, &env, &err) == 0);
-	virtio_rng_init(&S->rng, &S->mem, &S->loop);
+	FZ_CHECK(virtio_rng_init(&S->rng, &S->mem, &S->loop, NULL, &err) == 0);
 	S->dev[0] = &S->rng.dev;
 	for (unsigned i = 0; i < 2; i++) {
 		virtio_dev_init(&S->rec[i].dev, "rec", &rec_ops, &S->rec[i], REC_QUEUES, REC_QMAX,

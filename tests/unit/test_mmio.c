@@ -508,59 +508,117 @@ static bool line5_up(void *arg)
 	return atomic_load(&T.level[5]) == 1;
 }
 
-Test(mmio, rng_fills_a_buffer_posted_through_the_registers)
-{
-	/* Replace device 0's fake by virtio-rng on a fresh bus, with the same environment. */
-	static struct virtio_rng rng;
+/* virtio-rng on a fresh bus with the same environment, set up as a driver would: queue 0 live. */
+struct rng_rig {
+	struct virtio_rng rng;
 	struct virtio_mmio_bus mbus;
 	struct virtio_mmio m;
-	struct io_bus bus;
-	io_bus_init(&bus, "MMIO");
-	struct virtio_mmio_env env = T.mbus.env;
-	env.mmio = &bus;
-	struct cv_error err = { 0 };
-	cr_assert_eq(virtio_mmio_bus_init(&mbus, &env, &err), 0, "%s", err.msg);
-	virtio_rng_init(&rng, &T.mem, &T.loop);
-	cr_assert_eq(virtio_mmio_init(&m, &rng.dev, &mbus, &err), 0, "%s", err.msg);
-	struct io_bus saved = T.bus;
-	T.bus = bus;
+	struct io_bus bus, saved;
+};
 
+#define RNG_DESC 0x10000ULL
+#define RNG_AVAIL 0x11000ULL
+#define RNG_USED 0x12000ULL
+#define RNG_BUF 0x20000ULL
+
+static void rng_rig_up(struct rng_rig *g, const struct rate_limiter_config *limits)
+{
+	io_bus_init(&g->bus, "MMIO");
+	struct virtio_mmio_env env = T.mbus.env;
+	env.mmio = &g->bus;
+	struct cv_error err = { 0 };
+	cr_assert_eq(virtio_mmio_bus_init(&g->mbus, &env, &err), 0, "%s", err.msg);
+	cr_assert_eq(virtio_rng_init(&g->rng, &T.mem, &T.loop, limits, &err), 0, "%s", err.msg);
+	cr_assert_eq(virtio_mmio_init(&g->m, &g->rng.dev, &g->mbus, &err), 0, "%s", err.msg);
+	g->saved = T.bus;
+	T.bus = g->bus;
 	cr_assert_eq(rd(0, VIRTIO_MMIO_DEVICE_ID), VIRTIO_ID_RNG);
 	cr_assert(negotiate(0, 1ULL << VIRTIO_F_VERSION_1) & VIRTIO_STATUS_FEATURES_OK);
-	const uint64_t desc = 0x10000, avail = 0x11000, used = 0x12000, buf = 0x20000;
-	setup_queue(0, 0, 16, desc, avail, used);
+	setup_queue(0, 0, 16, RNG_DESC, RNG_AVAIL, RNG_USED);
 	wr(0, VIRTIO_MMIO_STATUS, ALL_OK);
 	cr_assert_eq(rd(0, VIRTIO_MMIO_STATUS), ALL_OK);
+}
 
-	uint8_t *d = guest_memory_ptr(&T.mem, desc, 16);
-	put_le64(d, buf);
-	put_le32(d + 8, 256);
-	put_le16(d + 12, VIRTQ_DESC_F_WRITE);
-	uint8_t *a = guest_memory_ptr(&T.mem, avail, 6);
-	put_le16(a + 4, 0);                  /* ring[0] = descriptor 0 */
-	put_le16(a + 2, 1);                  /* idx */
+static void rng_rig_down(struct rng_rig *g)
+{
+	wr(0, VIRTIO_MMIO_STATUS, 0);
+	T.bus = g->saved;
+	virtio_mmio_destroy(&g->m);
+	virtio_rng_destroy(&g->rng);
+	virtio_mmio_bus_destroy(&g->mbus);
+	io_bus_free(&g->bus);
+}
+
+/* Makes n buffers of 256 bytes available (descriptors 0..n-1) and kicks. */
+static void rng_post(uint16_t n)
+{
+	for (uint16_t i = 0; i < n; i++) {
+		uint8_t *d = guest_memory_ptr(&T.mem, RNG_DESC + 16u * i, 16);
+		put_le64(d, RNG_BUF + 256u * i);
+		put_le32(d + 8, 256);
+		put_le16(d + 12, VIRTQ_DESC_F_WRITE);
+		put_le16(guest_memory_ptr(&T.mem, RNG_AVAIL + 4 + 2u * i, 2), i);
+	}
+	put_le16(guest_memory_ptr(&T.mem, RNG_AVAIL + 2, 2), n);
 	wr(0, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+}
+
+static uint16_t rng_used_idx(void)
+{
+	return get_le16((const uint8_t *)guest_memory_ptr(&T.mem, RNG_USED + 2, 2));
+}
+
+static bool rng_used_two(void *arg)
+{
+	(void)arg;
+	return rng_used_idx() == 2;
+}
+
+Test(mmio, rng_fills_a_buffer_posted_through_the_registers)
+{
+	static struct rng_rig g;
+	rng_rig_up(&g, NULL);
+	rng_post(1);
 	wait_for(line5_up, NULL, "the rng's interrupt");
 
 	cr_assert_eq(rd(0, VIRTIO_MMIO_INTERRUPT_STATUS), VIRTIO_MMIO_INT_VRING);
-	const uint8_t *u = guest_memory_ptr(&T.mem, used, 16);
+	const uint8_t *u = guest_memory_ptr(&T.mem, RNG_USED, 16);
 	cr_assert_eq(get_le16(u + 2), 1, "one used entry");
 	cr_assert_eq(get_le32(u + 4), 0, "for descriptor 0");
 	cr_assert_eq(get_le32(u + 8), 256, "256 bytes written");
-	const uint8_t *p = guest_memory_ptr(&T.mem, buf, 256);
+	const uint8_t *p = guest_memory_ptr(&T.mem, RNG_BUF, 256);
 	unsigned zeros = 0;
 	for (unsigned i = 0; i < 256; i++)
 		zeros += p[i] == 0;
 	cr_assert_lt(zeros, 16, "the buffer holds random bytes (%u zeros)", zeros);
 	wr(0, VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INT_VRING);
 	cr_assert_eq(atomic_load(&T.level[5]), 0);
+	rng_rig_down(&g);
+}
 
-	wr(0, VIRTIO_MMIO_STATUS, 0);
-	T.bus = saved;
-	virtio_mmio_destroy(&m);
-	virtio_dev_destroy(&rng.dev);
-	virtio_mmio_bus_destroy(&mbus);
-	io_bus_free(&bus);
+/* /entropy's rate_limiter: one request per 300 ms lets the second buffer wait for its timer. */
+Test(mmio, rng_rate_limiter_holds_a_buffer_until_its_timer)
+{
+	static struct rng_rig g;
+	struct rate_limiter_config one_per_300ms = {
+		.ops = { .size = 1, .refill_time_ms = 300, .enabled = true },
+	};
+	rng_rig_up(&g, &one_per_300ms);
+	rng_post(2);
+	wait_for(line5_up, NULL, "the rng's interrupt");
+	pthread_mutex_lock(&g.rng.dev.lock);
+	uint16_t first = rng_used_idx();
+	bool waiting = g.rng.rl_wait;
+	uint64_t throttled = g.rng.throttled;
+	pthread_mutex_unlock(&g.rng.dev.lock);
+	/* Both were there at the kick: the device took one and left the other for the timer. */
+	cr_assert_eq(first, 1, "the limiter let %u buffers through at once", first);
+	cr_assert(waiting);
+	cr_assert_eq(throttled, 1);
+	wr(0, VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INT_VRING);
+	wait_for(rng_used_two, NULL, "the second buffer, after the refill");
+	cr_assert_eq(g.rng.bytes, 512);
+	rng_rig_down(&g);
 }
 
 Test(mmio, window_and_device_limits)

@@ -268,7 +268,7 @@ static void rig_init(struct rig *r)
 	cr_assert_eq(pci_bus_init(&r->bus, &r->pio, &r->mmio, LAYOUT_PCI_WINDOW,
 				  LAYOUT_PCI_WINDOW_SIZE, &err), 0, "%s", err.msg);
 	r->irq.vm_fd = -1;
-	virtio_rng_init(&r->rng, &r->mem, &r->loop);
+	cr_assert_eq(virtio_rng_init(&r->rng, &r->mem, &r->loop, NULL, &err), 0, "%s", err.msg);
 	r->v.kind = VIRTIO_TRANSPORT_PCI;
 	r->v.dev = &r->rng.dev;
 	struct virtio_pci_env env = { .bus = &r->bus, .irq = &r->irq, .loop = &r->loop,
@@ -280,7 +280,7 @@ static void rig_init(struct rig *r)
 static void rig_free(struct rig *r)
 {
 	virtio_pci_destroy(&r->v.transport.pci);
-	virtio_dev_destroy(&r->rng.dev);
+	virtio_rng_destroy(&r->rng);
 	pci_bus_destroy(&r->bus);
 	io_bus_free(&r->pio);
 	io_bus_free(&r->mmio);

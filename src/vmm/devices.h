@@ -19,8 +19,13 @@
 #define VM_MAX_NETS 8
 #define VM_MAX_VIRTIO 32
 
-/* Firecracker's cache_type: Unsafe ignores the guest's flushes, Writeback honours them. */
-enum disk_cache { DISK_CACHE_UNSAFE = 0, DISK_CACHE_WRITEBACK };
+/*
+ * Firecracker's cache_type: Writeback honours the guest's flushes (fdatasync), Unsafe
+ * acknowledges them without touching the host file (data reaches the disk when the host's page
+ * cache writes it back; a host crash can lose what the guest thought was flushed). Zero is
+ * Writeback, so only who asks for Unsafe gets it; the API's default is Unsafe, as Firecracker's.
+ */
+enum disk_cache { DISK_CACHE_WRITEBACK = 0, DISK_CACHE_UNSAFE };
 /* Firecracker's io_engine; cvisor always submits through io_uring (Async). */
 enum disk_io_engine { DISK_IO_SYNC = 0, DISK_IO_ASYNC };
 

@@ -113,10 +113,15 @@ int devopts_disk(char *spec, struct disk_config *out, struct cv_error *err)
 			out->read_only = false;
 		else if (strncmp(t, "serial=", 7) == 0 && strlen(t + 7) <= 20)
 			out->serial = t + 7;
+		else if (strcmp(t, "cache=writeback") == 0)
+			out->cache = DISK_CACHE_WRITEBACK;
+		else if (strcmp(t, "cache=unsafe") == 0)
+			out->cache = DISK_CACHE_UNSAFE;
 		else
 			return cv_fail(err, CV_EXIT_USAGE,
 				       "--disk %s: unknown or bad option '%s' (ro, serial=ID of up to 20 "
-				       "bytes, bw=, bw_burst=, ops=, ops_burst=)", path, t);
+				       "bytes, cache=writeback|unsafe, bw=, bw_burst=, ops=, ops_burst=)",
+				       path, t);
 	}
 	return 0;
 }

@@ -206,6 +206,7 @@ int fc_put_machine_config(struct vmm_setup *s, json_t *body, bool patch, struct 
 	return 0;
 }
 
+/* In the API's order: index 0 is the default when the field is absent. */
 static const char *const cache_names[] = { "Unsafe", "Writeback", NULL };
 static const char *const engine_names[] = { "Sync", "Async", NULL };
 
@@ -256,7 +257,7 @@ int fc_put_drive(struct vmm_setup *s, const char *path_id, json_t *body, struct 
 			return cv_fail(err, CV_EXIT_USAGE, "drive %s: a root device already exists", id);
 	if (at < 0 && dc->n_disks == VM_MAX_DISKS)
 		return cv_fail(err, CV_EXIT_USAGE, "drive %s: at most %d drives", id, VM_MAX_DISKS);
-	d.cache = (enum disk_cache)cache;
+	d.cache = cache == 0 ? DISK_CACHE_UNSAFE : DISK_CACHE_WRITEBACK;
 	d.io_engine = (enum disk_io_engine)engine;
 	struct disk_config *slot = at < 0 ? &dc->disks[dc->n_disks] : &dc->disks[at];
 	const char *p, *i, *u;
@@ -541,7 +542,7 @@ json_t *fc_config_json(const struct vmm_setup *s)
 			"{s:s, s:s, s:b, s:b, s:o, s:s, s:s, s:o}", "drive_id", d->id ? d->id : id,
 			"path_on_host", d->path, "is_root_device", d->is_root, "is_read_only",
 			d->read_only, "partuuid", opt_string(d->partuuid), "cache_type",
-			cache_names[d->cache], "io_engine", engine_names[d->io_engine], "rate_limiter",
+			cache_names[d->cache == DISK_CACHE_UNSAFE ? 0 : 1], "io_engine", engine_names[d->io_engine], "rate_limiter",
 			fc_rate_limiter_json(&d->rate_limiter)));
 	}
 	json_object_set_new(doc, "drives", drives);

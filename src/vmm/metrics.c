@@ -98,7 +98,7 @@ static json_t *device_json(struct vm_virtio *v)
 		json_object_set_new(o, "read_bytes", json_integer((json_int_t)s.read_bytes));
 		json_object_set_new(o, "write_count", json_integer((json_int_t)s.writes));
 		json_object_set_new(o, "write_bytes", json_integer((json_int_t)s.written_bytes));
-		json_object_set_new(o, "flush_count", json_integer((json_int_t)s.flushes));
+		json_object_set_new(o, "flush_count", json_integer((json_int_t)(s.flushes + s.flushes_ignored)));
 		json_object_set_new(o, "discard_count", json_integer((json_int_t)s.discards));
 		json_object_set_new(o, "errors", json_integer((json_int_t)(s.ioerr + s.unsupp)));
 		break;

@@ -514,6 +514,31 @@ Test(blk, flush_calls_fdatasync)
 	cr_assert_eq(T.b->stats.flushes, 1);
 }
 
+/* cache_type Unsafe (Firecracker's default): flush is answered OK without an fdatasync. */
+Test(blk, unsafe_cache_acknowledges_flush_without_fdatasync)
+{
+	stop_dev();
+	struct disk_config cfg = { .path = T.img, .cache = DISK_CACHE_UNSAFE };
+	struct cv_error err = { 0 };
+	cr_assert_eq(open_dev(&cfg, &T.b, &err), 0, "%s", err.msg);
+	T.b->dev.transport = &T.tops;
+	driver_init(~0ULL);
+	cr_assert(T.b->dev.guest_features & (1ULL << VIRTIO_BLK_F_FLUSH), "flush is still offered");
+	uint8_t data[4096];
+	fill_pattern(data, sizeof(data), 5);
+	cr_assert_eq(io(VIRTIO_BLK_T_OUT, 0, data, sizeof(data), NULL, 0), VIRTIO_BLK_S_OK);
+	cr_assert_eq(io(VIRTIO_BLK_T_FLUSH, 0, NULL, 0, NULL, 0), VIRTIO_BLK_S_OK);
+	cr_assert_eq(T.b->stats.flushes, 0, "an fdatasync was made");
+	cr_assert_eq(T.b->stats.flushes_ignored, 1);
+	/* The data is in the file all the same (the host's page cache has it). */
+	uint8_t back[4096];
+	int fd = open(T.img, O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, back, sizeof(back), 0), (ssize_t)sizeof(back));
+	close(fd);
+	cr_assert_arr_eq(back, data, sizeof(back));
+}
+
 Test(blk, out_of_range_sectors_fail)
 {
 	uint8_t buf[1024];

@@ -179,6 +179,7 @@ Test(fcjson, drives_root_first_and_cmdline)
 	cr_assert_eq(fc_put_drive(&s, "data", d, &err), 0, "%s", err.msg);
 	cr_assert_eq(fc_put_drive(&s, "other", d, &err), -1, "path id must match the body's");
 	json_decref(d);
+	cr_assert_eq(s.vm.devices.disks[0].cache, DISK_CACHE_WRITEBACK);
 	snprintf(body, sizeof(body), "{\"drive_id\": \"rootfs\", \"path_on_host\": \"%s\", "
 		 "\"is_root_device\": true, \"is_read_only\": true}", disk);
 	d = J(body);
@@ -197,6 +198,7 @@ Test(fcjson, drives_root_first_and_cmdline)
 	json_decref(d);
 	cr_assert_eq(s.vm.devices.n_disks, 2);
 	cr_assert_eq(s.vm.devices.disks[0].io_engine, DISK_IO_ASYNC);
+	cr_assert_eq(s.vm.devices.disks[0].cache, DISK_CACHE_UNSAFE, "Firecracker's default");
 
 	cr_assert_eq(vmm_setup_finalize(&s, &err), 0, "%s", err.msg);
 	cr_assert_str_eq(s.vm.devices.disks[0].id, "rootfs", "the root drive is vda");

@@ -344,6 +344,12 @@ Test(options, disk_rate_limits)
 	char plain[] = "/img";
 	cr_assert_eq(devopts_disk(plain, &d, &err), 0);
 	cr_assert(!d.rate_limiter.bandwidth.enabled && !d.rate_limiter.ops.enabled);
+	cr_assert_eq(d.cache, DISK_CACHE_WRITEBACK, "the command line honours flushes by default");
+	char unsafe[] = "/img,cache=unsafe";
+	cr_assert_eq(devopts_disk(unsafe, &d, &err), 0, "%s", err.msg);
+	cr_assert_eq(d.cache, DISK_CACHE_UNSAFE);
+	char other[] = "/img,cache=none";
+	cr_assert_eq(devopts_disk(other, &d, &err), -1);
 
 	const char *bad[] = { "/i,bw=2M", "/i,bw=0/1000", "/i,bw=1/0", "/i,bw=/10", "/i,bw=1X/10",
 			      "/i,ops=-1/10", "/i,bw=99999999999G/1", "/i,bw_burst=", "/i,ops=5/",

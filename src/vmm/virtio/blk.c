@@ -354,9 +354,11 @@ static enum start_result start_request(struct virtio_blk *b, struct blk_req *r)
 	case VIRTIO_BLK_T_FLUSH: {
 		if (out_data || in_data)
 			return reject(b, r, VIRTIO_BLK_S_IOERR, "flush with data");
-		/* A read-only image has nothing of ours to write back. */
-		if (b->img.read_only)
+		/* A read-only image has nothing of ours to write back; Unsafe promises nothing. */
+		if (b->img.read_only || b->cache_unsafe) {
+			b->stats.flushes_ignored += !b->img.read_only;
 			return REQ_DONE;
+		}
 		if (blk_aio_room(&b->aio) == 0)
 			return REQ_NO_ROOM;
 		r->bytes = 1;            /* counts as an fdatasync in the statistics */
@@ -790,6 +792,7 @@ int virtio_blk_create(const struct disk_config *cfg, unsigned index,
 		return cv_error_wrap(err, "--disk %s", cfg->path);
 	}
 	rate_limiter_configure(&b->rl, &cfg->rate_limiter);
+	b->cache_unsafe = cfg->cache == DISK_CACHE_UNSAFE;
 	*out = b;
 	return 0;
 }

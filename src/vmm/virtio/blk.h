@@ -80,6 +80,7 @@ struct virtio_blk_stats {
 	uint64_t reads, read_bytes;
 	uint64_t writes, written_bytes;
 	uint64_t flushes;            /* fdatasync calls that succeeded */
+	uint64_t flushes_ignored;    /* acknowledged without fdatasync (cache_type Unsafe) */
 	uint64_t discards, write_zeroes, get_ids;
 	uint64_t ioerr, unsupp;
 	uint64_t requeued;           /* chains put back into the ring for lack of io_uring room */
@@ -105,6 +106,7 @@ struct virtio_blk {
 	struct rl_timer rl_timer;
 	bool rl_wait;                       /* the next chain waits for tokens; the timer resumes */
 	bool draining;                      /* reset: drop completions, start nothing */
+	bool cache_unsafe;                  /* cache_type Unsafe: flushes are acknowledged only */
 	bool need_notify;
 
 	/* Host file system support for fallocate modes, learned from EOPNOTSUPP. */

@@ -9,8 +9,10 @@
 #ifndef CVISOR_TESTS_SNAP_FRAMES_H
 #define CVISOR_TESTS_SNAP_FRAMES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bytes.h"
@@ -38,6 +40,19 @@ static inline void snap_frames_fix_crcs(uint8_t *b, size_t len, size_t preamble)
 			break;
 		off += (size_t)plen;
 	}
+}
+
+/*
+ * An exact-size copy of a fuzz target's LEN input bytes at P (ASan catches any read past its
+ * end; free it), its CRCs repaired as above if FIX.
+ */
+static inline uint8_t *snap_frames_copy(const uint8_t *p, size_t len, bool fix, size_t preamble)
+{
+	uint8_t *b = malloc(len ? len : 1);
+	memcpy(b, p, len);
+	if (fix)
+		snap_frames_fix_crcs(b, len, preamble);
+	return b;
 }
 
 /* A byte stream read from memory, as a mig_reader's read function sees its peer. */

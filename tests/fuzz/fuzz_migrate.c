@@ -99,10 +99,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	uint8_t flags = data[0];
 	size_t len = size - 1;
-	uint8_t *b = malloc(len ? len : 1);
-	memcpy(b, data + 1, len);
-	if (flags & FIX_CRC)
-		snap_frames_fix_crcs(b, len, MIG_PREAMBLE_SIZE);
+	uint8_t *b = snap_frames_copy(data + 1, len, flags & FIX_CRC, MIG_PREAMBLE_SIZE);
 	static uint8_t *mem;
 	if (!mem)
 		mem = malloc(MEM_SIZE);

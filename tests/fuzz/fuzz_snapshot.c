@@ -107,10 +107,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t flags = data[0];
 	size_t len = size - 1;
 	/* An exact-size copy: ASan catches any read past the end. */
-	uint8_t *b = malloc(len ? len : 1);
-	memcpy(b, data + 1, len);
-	if (flags & FIX_CRC)
-		snap_frames_fix_crcs(b, len, SNAP_PREAMBLE_SIZE);
+	uint8_t *b = snap_frames_copy(data + 1, len, flags & FIX_CRC, SNAP_PREAMBLE_SIZE);
 
 	struct snap_file f;
 	struct cv_error err = { 0 };

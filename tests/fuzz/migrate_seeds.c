@@ -100,9 +100,7 @@ static int one(const char *dir, const char *name, uint8_t flags, uint32_t versio
 	stream(&s, version, v);
 	if (cut && cut < s.len)
 		s.len = cut;
-	int rc = seed_save(dir, name, &s);
-	free(s.b);
-	return rc;
+	return seed_save_free(dir, name, &s);
 }
 
 int main(int argc, char **argv)

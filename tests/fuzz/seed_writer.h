@@ -120,6 +120,15 @@ static inline int seed_save(const char *dir, const char *name, const struct seed
 	return 0;
 }
 
+/* The same, then frees the seed's buffer. */
+static inline int seed_save_free(const char *dir, const char *name, struct seed *s)
+{
+	int rc = seed_save(dir, name, s);
+	free(s->b);
+	*s = (struct seed){ 0 };
+	return rc;
+}
+
 /* The usual main(): one argument, the directory. */
 static inline const char *seed_dir(int argc, char **argv)
 {

@@ -130,9 +130,7 @@ static int one(const char *dir, const char *name, uint8_t flags, uint32_t versio
 	file(&s, version, shape_first, extra);
 	if (cut && cut < s.len)
 		s.len = cut;
-	int rc = seed_save(dir, name, &s);
-	free(s.b);
-	return rc;
+	return seed_save_free(dir, name, &s);
 }
 
 int main(int argc, char **argv)

@@ -134,6 +134,13 @@ static struct migrate_stats migrate_source(struct runner *r, int lfd, unsigned p
 	return wait_outcome(&r->vm);
 }
 
+/* The source guest goes on sweeping (after a failed migration). */
+static void source_sweeps_on(struct runner *r)
+{
+	uint64_t now = guest_count(&r->vm);
+	cr_assert_gt(guest_wait_count(&r->vm, now + 20), 0, "the source guest goes on sweeping");
+}
+
 /* ---- the destination process ---- */
 
 static _Noreturn void dest_fail(const char *what)
@@ -355,8 +362,7 @@ Test(migrate, dropped_connection_leaves_the_source_running, .timeout = 120)
 	cr_assert(s.error[0], "a failure says why");
 	cr_assert_eq(wait_child(child), 0);
 	cr_assert_not(vm_is_paused(&r.vm), "the source runs on");
-	uint64_t now = guest_count(&r.vm);
-	cr_assert_gt(guest_wait_count(&r.vm, now + 20), 0, "the source guest goes on sweeping");
+	source_sweeps_on(&r);
 	struct cv_error err = { 0 };
 	cr_assert_eq(vm_pause(&r.vm, &err), 0);
 	char why[160];
@@ -378,8 +384,7 @@ Test(migrate, refused_machine_leaves_the_source_running, .timeout = 120)
 	cr_assert_eq(s.state, MIGRATE_FAILED, "%s", migrate_state_name(s.state));
 	cr_assert(strstr(s.error, "vCPUs") != NULL, "the destination's reason: %s", s.error);
 	cr_assert_eq(wait_child(child), 42);
-	uint64_t now = guest_count(&r.vm);
-	cr_assert_gt(guest_wait_count(&r.vm, now + 20), 0, "the source guest goes on sweeping");
+	source_sweeps_on(&r);
 	runner_finish(&r, CV_EXIT_OK);
 }
 

@@ -75,6 +75,17 @@ static void finish(struct runner *r, bool counter_guest)
 	runner_finish(r, CV_EXIT_OK);
 }
 
+/* Boots the counter guest in r (see vm_make), lets it count past ABOVE and pauses it there. */
+static void counted_and_paused(struct runner *r, const struct device_config *dc, bool track,
+			       uint64_t above)
+{
+	struct cv_error err = { 0 };
+	vm_make(r, dc, track);
+	runner_boot(r, guest_counter_start, guest_counter_end);
+	wait_count(r, above);
+	cr_assert_eq(vm_pause(&r->vm, &err), 0, "%s", err.msg);
+}
+
 static uint64_t allocated(const char *path)
 {
 	struct stat st;
@@ -98,10 +109,7 @@ Test(snapload, diff_merged_onto_base_equals_full_and_restores, .timeout = 120)
 	require_kvm();
 	struct runner r;
 	struct cv_error err = { 0 };
-	vm_make(&r, NULL, true);
-	runner_boot(&r, guest_counter_start, guest_counter_end);
-	wait_count(&r, 1000);
-	cr_assert_eq(vm_pause(&r.vm, &err), 0, "%s", err.msg);
+	counted_and_paused(&r, NULL, true, 1000);
 	cr_assert_eq(vm_snapshot_create(&r.vm, wpath("base.state"), wpath("base.mem"), false, NULL,
 					&err), 0, "%s", err.msg);
 	vm_resume(&r.vm);
@@ -155,19 +163,13 @@ Test(snapload, diff_needs_tracking_and_a_base, .timeout = 120)
 	require_kvm();
 	struct runner r;
 	struct cv_error err = { 0 };
-	vm_make(&r, NULL, false);
-	runner_boot(&r, guest_counter_start, guest_counter_end);
-	wait_count(&r, 100);
-	cr_assert_eq(vm_pause(&r.vm, &err), 0, "%s", err.msg);
+	counted_and_paused(&r, NULL, false, 100);
 	cr_assert_eq(vm_snapshot_create(&r.vm, wpath("x.state"), wpath("x.mem"), true, NULL, &err),
 		     -1);
 	cr_assert(strstr(err.msg, "dirty page tracking") != NULL, "%s", err.msg);
 	finish(&r, true);
 
-	vm_make(&r, NULL, true);
-	runner_boot(&r, guest_counter_start, guest_counter_end);
-	wait_count(&r, 100);
-	cr_assert_eq(vm_pause(&r.vm, &err), 0, "%s", err.msg);
+	counted_and_paused(&r, NULL, true, 100);
 	cr_assert_eq(vm_snapshot_create(&r.vm, wpath("x.state"), wpath("x.mem"), true, NULL, &err),
 		     -1);
 	cr_assert(strstr(err.msg, "needs a base") != NULL, "%s", err.msg);
@@ -181,10 +183,7 @@ static uint64_t snapshot_counter(const struct device_config *dc, const char *sta
 {
 	struct runner r;
 	struct cv_error err = { 0 };
-	vm_make(&r, dc, false);
-	runner_boot(&r, guest_counter_start, guest_counter_end);
-	wait_count(&r, 1000);
-	cr_assert_eq(vm_pause(&r.vm, &err), 0, "%s", err.msg);
+	counted_and_paused(&r, dc, false, 1000);
 	uint64_t at = *counter(&r);
 	cr_assert_eq(vm_snapshot_create(&r.vm, state, mem, false, NULL, &err), 0, "%s", err.msg);
 	finish(&r, true);
@@ -212,22 +211,32 @@ static struct vm_config base_config(struct runner *r)
 				   .sandbox = VMM_SANDBOX_OFF };
 }
 
+/*
+ * Loads into r, as PUT /snapshot/load does, the request J (which it releases); returns what
+ * vm_load_snapshot returned, with err.
+ */
+static int load_into(struct runner *r, json_t *j, struct cv_error *err)
+{
+	memset(r, 0, sizeof(*r));
+	struct vm_config base = base_config(r);
+	static struct snap_config cfg;
+	struct load_request req;
+	cr_assert_eq(load_request_parse(j, &req, err), 0, "%s", err->msg);
+	int rc = vm_load_snapshot(&r->vm, &cfg, &req, &base, err);
+	json_decref(j);
+	return rc;
+}
+
 Test(snapload, loaded_paused_runs_only_after_resume, .timeout = 120)
 {
 	require_kvm();
 	uint64_t at = snapshot_counter(NULL, wpath("p.state"), wpath("p.mem"));
 	struct runner r;
-	memset(&r, 0, sizeof(r));
-	struct vm_config base = base_config(&r);
-	static struct snap_config cfg;
-	struct load_request req;
 	struct cv_error err = { 0 };
 	json_t *j = body("{\"snapshot_path\": \"%s\", \"mem_backend\": {\"backend_type\": \"File\", "
 			 "\"backend_path\": \"%s\"}, \"resume_vm\": false}", wpath("p.state"),
 			 wpath("p.mem"));
-	cr_assert_eq(load_request_parse(j, &req, &err), 0, "%s", err.msg);
-	cr_assert_eq(vm_load_snapshot(&r.vm, &cfg, &req, &base, &err), 0, "%s", err.msg);
-	json_decref(j);
+	cr_assert_eq(load_into(&r, j, &err), 0, "%s", err.msg);
 	cr_assert(vm_is_paused(&r.vm));
 	runner_start(&r);
 	/* The I/O thread parks at its first barrier; the vCPU never enters the guest. */
@@ -266,10 +275,6 @@ Test(snapload, clone_overrides_vsock_cid_socket_tap_and_mac, .timeout = 120)
 
 	for (int clone = 0; clone < 2; clone++) {
 		struct runner r;
-		memset(&r, 0, sizeof(r));
-		struct vm_config base = base_config(&r);
-		static struct snap_config cfg;
-		struct load_request req;
 		struct cv_error err = { 0 };
 		const char *sock = clone ? wpath("v1.sock") : wpath("v0.sock");
 		json_t *j = body("{\"snapshot_path\": \"%s\", \"mem_file_path\": \"%s\", "
@@ -279,9 +284,7 @@ Test(snapload, clone_overrides_vsock_cid_socket_tap_and_mac, .timeout = 120)
 				 "\"network_overrides\": [{\"iface_id\": \"net-a\", \"guest_mac\": "
 				 "\"02:00:00:00:01:%02x\"}]}}", wpath("c.state"), wpath("c.mem"), sock,
 				 tap_b, 100 + clone, clone);
-		cr_assert_eq(load_request_parse(j, &req, &err), 0, "%s", err.msg);
-		cr_assert_eq(vm_load_snapshot(&r.vm, &cfg, &req, &base, &err), 0, "%s", err.msg);
-		json_decref(j);
+		cr_assert_eq(load_into(&r, j, &err), 0, "%s", err.msg);
 		cr_assert_not(vm_is_paused(&r.vm));
 		cr_assert_eq(*counter(&r), at);
 		struct virtio_net *net = NULL;
@@ -311,18 +314,12 @@ Test(snapload, clone_overrides_vsock_cid_socket_tap_and_mac, .timeout = 120)
 
 	/* Overrides that do not fit the snapshot fail before anything runs. */
 	struct runner r;
-	memset(&r, 0, sizeof(r));
-	struct vm_config base = base_config(&r);
-	static struct snap_config cfg;
-	struct load_request req;
 	struct cv_error err = { 0 };
 	json_t *j = body("{\"snapshot_path\": \"%s\", \"mem_file_path\": \"%s\", "
 			 "\"network_overrides\": [{\"iface_id\": \"eth9\", \"host_dev_name\": "
 			 "\"x\"}]}", wpath("c.state"), wpath("c.mem"));
-	cr_assert_eq(load_request_parse(j, &req, &err), 0, "%s", err.msg);
-	cr_assert_eq(vm_load_snapshot(&r.vm, &cfg, &req, &base, &err), -1);
+	cr_assert_eq(load_into(&r, j, &err), -1);
 	cr_assert(strstr(err.msg, "no interface 'eth9' (it has: net-a)") != NULL, "%s", err.msg);
-	json_decref(j);
 	unlink(r.console);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "ip link del %s 2>/dev/null; ip link del %s 2>/dev/null", tap_a,

@@ -9,7 +9,6 @@
 #ifndef CVISOR_TESTS_SNAP_FRAMES_H
 #define CVISOR_TESTS_SNAP_FRAMES_H
 
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -43,15 +42,22 @@ static inline void snap_frames_fix_crcs(uint8_t *b, size_t len, size_t preamble)
 }
 
 /*
- * An exact-size copy of a fuzz target's LEN input bytes at P (ASan catches any read past its
- * end; free it), its CRCs repaired as above if FIX.
+ * A fuzz target's input: u8 flags | bytes. Returns an exact-size copy of the bytes (ASan catches
+ * any read past its end; free it), their CRCs repaired as above if flag SNAP_FRAMES_FIX_CRC is
+ * set, and the flags and length; NULL for an empty input.
  */
-static inline uint8_t *snap_frames_copy(const uint8_t *p, size_t len, bool fix, size_t preamble)
+#define SNAP_FRAMES_FIX_CRC 0x01
+static inline uint8_t *snap_frames_input(const uint8_t *data, size_t size, size_t preamble,
+					 uint8_t *flags, size_t *len)
 {
-	uint8_t *b = malloc(len ? len : 1);
-	memcpy(b, p, len);
-	if (fix)
-		snap_frames_fix_crcs(b, len, preamble);
+	if (size < 1)
+		return NULL;
+	*flags = data[0];
+	*len = size - 1;
+	uint8_t *b = malloc(*len ? *len : 1);
+	memcpy(b, data + 1, *len);
+	if (*flags & SNAP_FRAMES_FIX_CRC)
+		snap_frames_fix_crcs(b, *len, preamble);
 	return b;
 }
 

@@ -24,7 +24,6 @@
 #include "snapshot/state.h"
 
 #define CHECK(c) do { if (!(c)) fail(__LINE__, #c); } while (0)
-#define FIX_CRC 0x01
 #define SOURCE_SIDE 0x02
 #define MEM_SIZE (1u << 20)
 
@@ -95,11 +94,11 @@ static void source(struct mig_reader *rd)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	if (size < 1)
+	uint8_t flags;
+	size_t len;
+	uint8_t *b = snap_frames_input(data, size, MIG_PREAMBLE_SIZE, &flags, &len);
+	if (!b)
 		return 0;
-	uint8_t flags = data[0];
-	size_t len = size - 1;
-	uint8_t *b = snap_frames_copy(data + 1, len, flags & FIX_CRC, MIG_PREAMBLE_SIZE);
 	static uint8_t *mem;
 	if (!mem)
 		mem = malloc(MEM_SIZE);

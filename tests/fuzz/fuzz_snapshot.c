@@ -29,7 +29,6 @@
 #include "vm.h"
 
 #define CHECK(c) do { if (!(c)) fail(__LINE__, #c); } while (0)
-#define FIX_CRC 0x01
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -102,12 +101,12 @@ static void walk(const struct snap_section *s)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	if (size < 1)
-		return 0;
-	uint8_t flags = data[0];
-	size_t len = size - 1;
+	uint8_t flags;
+	size_t len;
 	/* An exact-size copy: ASan catches any read past the end. */
-	uint8_t *b = snap_frames_copy(data + 1, len, flags & FIX_CRC, SNAP_PREAMBLE_SIZE);
+	uint8_t *b = snap_frames_input(data, size, SNAP_PREAMBLE_SIZE, &flags, &len);
+	if (!b)
+		return 0;
 
 	struct snap_file f;
 	struct cv_error err = { 0 };

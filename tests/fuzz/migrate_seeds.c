@@ -98,9 +98,7 @@ static int one(const char *dir, const char *name, uint8_t flags, uint32_t versio
 	struct seed s = { 0 };
 	seed_u8(&s, flags);
 	stream(&s, version, v);
-	if (cut && cut < s.len)
-		s.len = cut;
-	return seed_save_free(dir, name, &s);
+	return seed_save_cut(dir, name, &s, cut);
 }
 
 int main(int argc, char **argv)

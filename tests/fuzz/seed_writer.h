@@ -129,6 +129,14 @@ static inline int seed_save_free(const char *dir, const char *name, struct seed 
 	return rc;
 }
 
+/* The same with only the seed's first CUT bytes (0: all of it), for truncated inputs. */
+static inline int seed_save_cut(const char *dir, const char *name, struct seed *s, size_t cut)
+{
+	if (cut && cut < s->len)
+		s->len = cut;
+	return seed_save_free(dir, name, s);
+}
+
 /* The usual main(): one argument, the directory. */
 static inline const char *seed_dir(int argc, char **argv)
 {

@@ -21,9 +21,7 @@ static int one(const char *dir, const char *name, uint8_t flags, uint8_t method,
 	seed_u8(&s, method);
 	seed_u8(&s, path);
 	seed_str(&s, body);
-	int rc = seed_save(dir, name, &s);
-	free(s.b);
-	return rc;
+	return seed_save_free(dir, name, &s);
 }
 
 int main(int argc, char **argv)

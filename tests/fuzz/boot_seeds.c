@@ -70,9 +70,7 @@ static int save(const char *dir, const char *name, size_t len, uint8_t mem, uint
 	seed_u8(&s, cmd);
 	seed_u8(&s, initrd);
 	seed_u8(&s, flags);
-	int rc = seed_save(dir, name, &s);
-	free(s.b);
-	return rc;
+	return seed_save_free(dir, name, &s);
 }
 
 static void bzimage(uint16_t version, uint16_t xlf, uint32_t initrd_max, uint64_t pref,

@@ -10,9 +10,7 @@ static int one(const char *dir, const char *name, uint8_t sel, const char *json)
 	struct seed s = { 0 };
 	seed_u8(&s, sel);
 	seed_str(&s, json);
-	int rc = seed_save(dir, name, &s);
-	free(s.b);
-	return rc;
+	return seed_save_free(dir, name, &s);
 }
 
 int main(int argc, char **argv)

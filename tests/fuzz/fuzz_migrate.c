@@ -19,52 +19,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bytes.h"
+#include "../snap_frames.h"
 #include "migrate/stream.h"
 #include "snapshot/state.h"
 
 #define CHECK(c) do { if (!(c)) fail(__LINE__, #c); } while (0)
-#define FIX_CRC 0x01
 #define SOURCE_SIDE 0x02
 #define MEM_SIZE (1u << 20)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+_Static_assert(MIG_HDR_SIZE == SNAP_FRAMES_HDR_SIZE, "frames as snap_frames.h has them");
+
 static _Noreturn void fail(int line, const char *what)
 {
 	fprintf(stderr, "fuzz_migrate.c:%d: invariant broken: %s\n", line, what);
 	abort();
-}
-
-struct input {
-	const uint8_t *p;
-	size_t len, off;
-};
-
-static int in_read(void *ctx, void *buf, size_t n, struct cv_error *err)
-{
-	struct input *in = ctx;
-	if (n > in->len - in->off)
-		return cv_fail(err, CV_EXIT_IOERR, "the source closed the connection");
-	memcpy(buf, in->p + in->off, n);
-	in->off += n;
-	return 0;
-}
-
-static void fix_crcs(uint8_t *b, size_t len)
-{
-	size_t off = MIG_PREAMBLE_SIZE;
-	while (len >= off && len - off >= MIG_HDR_SIZE) {
-		uint8_t *h = b + off;
-		uint64_t plen = get_le64(h + 8);
-		off += MIG_HDR_SIZE;
-		if (plen <= len - off)
-			put_le32(h + 16, snap_crc32(0, b + off, (size_t)plen));
-		put_le32(h + 20, snap_crc32(0, h, 20));
-		if (plen > len - off)
-			break;
-		off += (size_t)plen;
-	}
 }
 
 static void check_error(const struct cv_error *err)
@@ -75,7 +45,7 @@ static void check_error(const struct cv_error *err)
 	CHECK(strchr(err->msg, '\n') == NULL);
 }
 
-static void destination(struct mig_reader *rd, struct input *in, uint8_t *mem)
+static void destination(struct mig_reader *rd, struct mem_input *in, uint8_t *mem)
 {
 	struct cv_error err = { 0 };
 	struct mig_frame f;
@@ -124,20 +94,17 @@ static void source(struct mig_reader *rd)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	if (size < 1)
+	uint8_t flags;
+	size_t len;
+	uint8_t *b = snap_frames_input(data, size, MIG_PREAMBLE_SIZE, &flags, &len);
+	if (!b)
 		return 0;
-	uint8_t flags = data[0];
-	size_t len = size - 1;
-	uint8_t *b = malloc(len ? len : 1);
-	memcpy(b, data + 1, len);
-	if (flags & FIX_CRC)
-		fix_crcs(b, len);
 	static uint8_t *mem;
 	if (!mem)
 		mem = malloc(MEM_SIZE);
-	struct input in = { b, len, 0 };
+	struct mem_input in = { b, len, 0 };
 	struct mig_reader rd;
-	mig_reader_init(&rd, in_read, &in);
+	mig_reader_init(&rd, mem_input_read, &in);
 	if (flags & SOURCE_SIDE)
 		source(&rd);
 	else

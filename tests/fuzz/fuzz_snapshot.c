@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bytes.h"
+#include "../snap_frames.h"
 #include "snapshot/format.h"
 #include "snapshot/state.h"
 #include "ratelimit.h"
@@ -29,10 +29,11 @@
 #include "vm.h"
 
 #define CHECK(c) do { if (!(c)) fail(__LINE__, #c); } while (0)
-#define FIX_CRC 0x01
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+_Static_assert(SNAP_SECTION_HDR_SIZE == SNAP_FRAMES_HDR_SIZE, "sections as snap_frames.h has them");
 
 static _Noreturn void fail(int line, const char *what)
 {
@@ -72,23 +73,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-/* Recomputes header and payload CRCs wherever a section header is complete. */
-static void fix_crcs(uint8_t *b, size_t len)
-{
-	size_t off = SNAP_PREAMBLE_SIZE;
-	while (len >= off && len - off >= SNAP_SECTION_HDR_SIZE) {
-		uint8_t *h = b + off;
-		uint64_t plen = get_le64(h + 8);
-		off += SNAP_SECTION_HDR_SIZE;
-		if (plen <= len - off)
-			put_le32(h + 16, snap_crc32(0, b + off, (size_t)plen));
-		put_le32(h + 20, snap_crc32(0, h, 20));
-		if (plen > len - off)
-			break;
-		off += (size_t)plen;
-	}
-}
-
 static void check_error(const struct cv_error *err)
 {
 	CHECK(err->code == CV_EXIT_DATAERR || err->code == CV_EXIT_OSERR);
@@ -117,15 +101,12 @@ static void walk(const struct snap_section *s)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	if (size < 1)
-		return 0;
-	uint8_t flags = data[0];
-	size_t len = size - 1;
+	uint8_t flags;
+	size_t len;
 	/* An exact-size copy: ASan catches any read past the end. */
-	uint8_t *b = malloc(len ? len : 1);
-	memcpy(b, data + 1, len);
-	if (flags & FIX_CRC)
-		fix_crcs(b, len);
+	uint8_t *b = snap_frames_input(data, size, SNAP_PREAMBLE_SIZE, &flags, &len);
+	if (!b)
+		return 0;
 
 	struct snap_file f;
 	struct cv_error err = { 0 };

@@ -10,9 +10,7 @@ static int one(const char *dir, const char *name, const char *body)
 {
 	struct seed s = { 0 };
 	seed_str(&s, body);
-	int rc = seed_save(dir, name, &s);
-	free(s.b);
-	return rc;
+	return seed_save_free(dir, name, &s);
 }
 
 int main(int argc, char **argv)

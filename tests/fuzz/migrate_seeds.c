@@ -13,38 +13,6 @@
 #define FIX_CRC 0x01
 #define SOURCE_SIDE 0x02
 
-static uint32_t crc32(const uint8_t *p, size_t n)
-{
-	uint32_t c = 0xffffffffu;
-	for (size_t i = 0; i < n; i++) {
-		c ^= p[i];
-		for (int k = 0; k < 8; k++)
-			c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-	}
-	return ~c;
-}
-
-/* A frame (or a snapshot section: same header). */
-static void frame(struct seed *s, uint32_t type, uint32_t aux, const struct seed *payload)
-{
-	struct seed h = { 0 };
-	seed_u32(&h, type);
-	seed_u32(&h, aux);
-	seed_u64(&h, payload ? payload->len : 0);
-	seed_u32(&h, payload ? crc32(payload->b, payload->len) : 0);
-	seed_u32(&h, crc32(h.b, 20));
-	seed_bytes(s, h.b, h.len);
-	if (payload)
-		seed_bytes(s, payload->b, payload->len);
-	free(h.b);
-}
-
-static void str(struct seed *s, const char *v)
-{
-	seed_u32(s, (uint32_t)strlen(v));
-	seed_str(s, v);
-}
-
 static void preamble(struct seed *s, uint32_t version)
 {
 	seed_str(s, "CVISORMG");
@@ -54,7 +22,7 @@ static void preamble(struct seed *s, uint32_t version)
 
 static void shape(struct seed *p)
 {
-	str(p, "0.1.0");
+	seed_lstr(p, "0.1.0");
 	seed_u32(p, 1);
 	seed_u64(p, 1u << 20);
 	seed_u64(p, 1u << 20);
@@ -63,7 +31,7 @@ static void shape(struct seed *p)
 	seed_u32(p, 1);
 	seed_u32(p, 4);
 	seed_u32(p, 1);
-	str(p, "virtio-rng");
+	seed_lstr(p, "virtio-rng");
 }
 
 enum variant { GOOD, BAD_OFFSET, BAD_ROUND, PEER_ERROR };
@@ -76,7 +44,7 @@ static void stream(struct seed *s, uint32_t version, enum variant v)
 	seed_u32(&p, 4096);
 	seed_u32(&p, (uint32_t)sh.len);
 	seed_bytes(&p, sh.b, sh.len);
-	frame(s, 1, 0, &p);
+	seed_frame(s, 1, 0, &p);
 	/* round 1: two data pages at 0x1000 */
 	seed_reset(&p);
 	seed_u64(&p, v == BAD_OFFSET ? (1u << 20) - 4096 : 0x1000);
@@ -86,39 +54,39 @@ static void stream(struct seed *s, uint32_t version, enum variant v)
 		memset(page, 0x41 + i, sizeof(page));
 		seed_bytes(&p, page, sizeof(page));
 	}
-	frame(s, 2, 0, &p);
+	seed_frame(s, 2, 0, &p);
 	seed_reset(&p);
 	seed_u32(&p, 1);
 	seed_u64(&p, v == BAD_ROUND ? 3 : 2);
-	frame(s, 4, 0, &p);
+	seed_frame(s, 4, 0, &p);
 	if (v == PEER_ERROR) {
 		seed_reset(&p);
-		str(&p, "cancelled");
-		frame(s, 10, 0, &p);
+		seed_lstr(&p, "cancelled");
+		seed_frame(s, 10, 0, &p);
 	}
 	/* round 2: a zero range and one page */
 	seed_reset(&p);
 	seed_u64(&p, 0x1000);
 	seed_u64(&p, 1);
-	frame(s, 3, 0, &p);
+	seed_frame(s, 3, 0, &p);
 	seed_reset(&p);
 	seed_u64(&p, 0x10000);
 	seed_u32(&p, 1);
 	seed_bytes(&p, page, sizeof(page));
-	frame(s, 2, 0, &p);
+	seed_frame(s, 2, 0, &p);
 	seed_reset(&p);
 	seed_u32(&p, 2);
 	seed_u64(&p, 2);
-	frame(s, 4, 0, &p);
+	seed_frame(s, 4, 0, &p);
 	/* STATE: a snapshot state file with SHAPE and END */
 	struct seed st = { 0 };
 	seed_str(&st, "CVISORSS");
 	seed_u32(&st, 1);
 	seed_u32(&st, 0);
-	frame(&st, 1, 0, &sh);
-	frame(&st, 0x454e4421, 0, NULL);
-	frame(s, 5, 0, &st);
-	frame(s, 6, 0, NULL);
+	seed_frame(&st, 1, 0, &sh);
+	seed_frame(&st, 0x454e4421, 0, NULL);
+	seed_frame(s, 5, 0, &st);
+	seed_frame(s, 6, 0, NULL);
 	free(st.b);
 	free(p.b);
 	free(sh.b);
@@ -130,11 +98,7 @@ static int one(const char *dir, const char *name, uint8_t flags, uint32_t versio
 	struct seed s = { 0 };
 	seed_u8(&s, flags);
 	stream(&s, version, v);
-	if (cut && cut < s.len)
-		s.len = cut;
-	int rc = seed_save(dir, name, &s);
-	free(s.b);
-	return rc;
+	return seed_save_cut(dir, name, &s, cut);
 }
 
 int main(int argc, char **argv)
@@ -151,9 +115,9 @@ int main(int argc, char **argv)
 	struct seed s = { 0 };
 	seed_u8(&s, SOURCE_SIDE);
 	preamble(&s, 1);
-	frame(&s, 7, 0, NULL);
-	frame(&s, 8, 0, NULL);
-	frame(&s, 9, 0, NULL);
+	seed_frame(&s, 7, 0, NULL);
+	seed_frame(&s, 8, 0, NULL);
+	seed_frame(&s, 9, 0, NULL);
 	rc |= seed_save(dir, "source-side", &s);
 	free(s.b);
 	return rc ? 1 : 0;

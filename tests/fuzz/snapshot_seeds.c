@@ -11,37 +11,6 @@
 
 #define FIX_CRC 0x01
 
-/* CRC-32 (IEEE), as the format uses; written out here so the generator stands alone. */
-static uint32_t crc32(const uint8_t *p, size_t n)
-{
-	uint32_t c = 0xffffffffu;
-	for (size_t i = 0; i < n; i++) {
-		c ^= p[i];
-		for (int k = 0; k < 8; k++)
-			c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-	}
-	return ~c;
-}
-
-static void section(struct seed *s, uint32_t type, uint32_t inst, const struct seed *payload)
-{
-	struct seed h = { 0 };
-	seed_u32(&h, type);
-	seed_u32(&h, inst);
-	seed_u64(&h, payload->len);
-	seed_u32(&h, crc32(payload->b, payload->len));
-	seed_u32(&h, crc32(h.b, 20));
-	seed_bytes(s, h.b, h.len);
-	seed_bytes(s, payload->b, payload->len);
-	free(h.b);
-}
-
-static void str(struct seed *s, const char *v)
-{
-	seed_u32(s, (uint32_t)strlen(v));
-	seed_str(s, v);
-}
-
 /* A whole file after the flags byte; `version` and `extra` make broken variants. */
 static void file(struct seed *s, uint32_t version, bool shape_first, bool extra)
 {
@@ -49,7 +18,7 @@ static void file(struct seed *s, uint32_t version, bool shape_first, bool extra)
 	seed_u32(s, version);
 	seed_u32(s, 0);
 	struct seed p = { 0 };
-	str(&p, "0.1.0");
+	seed_lstr(&p, "0.1.0");
 	seed_u32(&p, 1);
 	seed_u64(&p, 256ULL << 20);
 	seed_u64(&p, 256ULL << 20);
@@ -58,42 +27,42 @@ static void file(struct seed *s, uint32_t version, bool shape_first, bool extra)
 	seed_u32(&p, 2);
 	seed_u32(&p, 2);
 	seed_u32(&p, 1);
-	str(&p, "virtio-blk0");
+	seed_lstr(&p, "virtio-blk0");
 	seed_u32(&p, 4);
 	seed_u32(&p, 1);
-	str(&p, "virtio-rng");
+	seed_lstr(&p, "virtio-rng");
 	if (shape_first)
-		section(s, 1, 0, &p);
+		seed_frame(s, 1, 0, &p);
 	seed_reset(&p);
 	/* CONFIG: PCI, rng, one disk, one NIC, vsock, balloon (config_state.c). */
 	seed_u32(&p, 1);
 	seed_u8(&p, 1);
 	seed_u32(&p, 1);
-	str(&p, "root");
-	str(&p, "/img/root.ext4");
+	seed_lstr(&p, "root");
+	seed_lstr(&p, "/img/root.ext4");
 	seed_u8(&p, 0);
-	str(&p, "");
+	seed_lstr(&p, "");
 	seed_u32(&p, 1);
-	str(&p, "eth0");
-	str(&p, "tap0");
+	seed_lstr(&p, "eth0");
+	seed_lstr(&p, "tap0");
 	uint8_t mac[6] = { 2, 0, 0, 0, 0, 1 };
 	seed_bytes(&p, mac, sizeof(mac));
 	seed_u8(&p, 1);
 	seed_u32(&p, 3);
-	str(&p, "/run/v.sock");
+	seed_lstr(&p, "/run/v.sock");
 	seed_u8(&p, 1);
 	seed_u32(&p, 16);
 	seed_u8(&p, 1);
 	seed_u32(&p, 1);
 	seed_u8(&p, 0);
-	section(s, 7, 0, &p);
+	seed_frame(s, 7, 0, &p);
 	seed_reset(&p);
 	uint8_t blob[64] = { 0 };
 	for (int i = 0; i < 5; i++) {   /* VM: irqchips, PIT, clock (short stand-ins) */
 		seed_u32(&p, sizeof(blob));
 		seed_bytes(&p, blob, sizeof(blob));
 	}
-	section(s, 2, 0, &p);
+	seed_frame(s, 2, 0, &p);
 	seed_reset(&p);
 	uint8_t uart[11] = { 0x01, 0x03, 0x0b, 0x60, 0xb0, 0, 1, 0, 0xc1, 0, 0 };
 	seed_bytes(&p, uart, sizeof(uart));
@@ -101,12 +70,12 @@ static void file(struct seed *s, uint32_t version, bool shape_first, bool extra)
 	seed_str(&p, "abc");
 	seed_u16(&p, 0);
 	seed_u16(&p, 1);
-	section(s, 4, 0, &p);
+	seed_frame(s, 4, 0, &p);
 	seed_reset(&p);
 	uint8_t cfg[256] = { 0xf4, 0x1a, 0x42, 0x10 };
 	seed_u32(&p, sizeof(cfg));
 	seed_bytes(&p, cfg, sizeof(cfg));
-	section(s, 5, 1, &p);
+	seed_frame(s, 5, 1, &p);
 	seed_reset(&p);                    /* KEYBOARD: command byte, no command, 2 bytes queued */
 	seed_u8(&p, 0x45);
 	seed_u8(&p, 0);
@@ -117,7 +86,7 @@ static void file(struct seed *s, uint32_t version, bool shape_first, bool extra)
 	seed_u32(&p, 2);
 	seed_u8(&p, 1);
 	seed_u8(&p, 0);
-	section(s, 8, 0, &p);
+	seed_frame(s, 8, 0, &p);
 	seed_reset(&p);                    /* LIMITS: two limiters, one bucket of each in debt */
 	seed_u32(&p, 2);
 	for (unsigned i = 0; i < 4; i++) {
@@ -129,27 +98,27 @@ static void file(struct seed *s, uint32_t version, bool shape_first, bool extra)
 		seed_u64(&p, i == 1 ? (uint64_t)-300 : 700);
 		seed_u64(&p, 12345);
 	}
-	section(s, 9, 0, &p);
+	seed_frame(s, 9, 0, &p);
 	seed_reset(&p);
 	seed_u32(&p, 2);
 	seed_u32(&p, 1);
 	seed_u64(&p, 1ULL << 32);
 	seed_u64(&p, 1ULL << 32);
 	seed_u8(&p, 0x0f);
-	section(s, 6, 0, &p);
+	seed_frame(s, 6, 0, &p);
 	seed_reset(&p);
 	seed_u32(&p, 2900000);
 	seed_u32(&p, 0);
-	section(s, 3, 0, &p);
+	seed_frame(s, 3, 0, &p);
 	if (!shape_first) {
 		seed_reset(&p);
-		str(&p, "0.1.0");
-		section(s, 1, 0, &p);
+		seed_lstr(&p, "0.1.0");
+		seed_frame(s, 1, 0, &p);
 	}
 	seed_reset(&p);
-	section(s, 0x454e4421, 0, &p);
+	seed_frame(s, 0x454e4421, 0, &p);
 	if (extra)
-		section(s, 2, 0, &p);
+		seed_frame(s, 2, 0, &p);
 	free(p.b);
 }
 
@@ -159,11 +128,7 @@ static int one(const char *dir, const char *name, uint8_t flags, uint32_t versio
 	struct seed s = { 0 };
 	seed_u8(&s, flags);
 	file(&s, version, shape_first, extra);
-	if (cut && cut < s.len)
-		s.len = cut;
-	int rc = seed_save(dir, name, &s);
-	free(s.b);
-	return rc;
+	return seed_save_cut(dir, name, &s, cut);
 }
 
 int main(int argc, char **argv)

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kvm_harness.h"
 #include "ratelimit.h"
 #include "snapshot/snapshot.h"
 #include "util.h"
@@ -20,19 +21,7 @@
 
 #define SLOW_REFILL_MS 100000ULL      /* 100 s per bucket: the test's own time earns little */
 
-static char dir[64];
-
-static void remove_dir(void)
-{
-	if (!dir[0])
-		return;
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
-}
-
-TestSuite(devstate, .fini = remove_dir);
+TestSuite(devstate, .fini = remove_work);
 
 static void build(struct vm *vm, const char *image, const char *console,
 		  const struct rate_limiter_config *limits)
@@ -71,15 +60,12 @@ static uint8_t port_read(struct vm *vm, uint64_t offset)
 
 Test(devstate, rate_limiter_and_keyboard_come_back_from_a_snapshot)
 {
-	if (access("/dev/kvm", R_OK | W_OK) != 0)
-		cr_skip_test("no usable /dev/kvm");
-	snprintf(dir, sizeof(dir), "/tmp/cvisor-devstate-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	require_kvm();
 	char image[128], console[128], state[128], mem[128];
-	snprintf(image, sizeof(image), "%s/disk.img", dir);
-	snprintf(console, sizeof(console), "%s/console", dir);
-	snprintf(state, sizeof(state), "%s/state", dir);
-	snprintf(mem, sizeof(mem), "%s/mem", dir);
+	work_path("devstate", "disk.img", image, sizeof(image));
+	work_path("devstate", "console", console, sizeof(console));
+	work_path("devstate", "state", state, sizeof(state));
+	work_path("devstate", "mem", mem, sizeof(mem));
 	int fd = open(image, O_CREAT | O_WRONLY, 0600);
 	cr_assert_geq(fd, 0);
 	cr_assert_eq(ftruncate(fd, CV_MiB(1)), 0);

@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kvm_harness.h"
+
 extern const uint8_t guest_hello_start[], guest_hello_end[];
 extern const uint8_t guest_hello_wait_start[], guest_hello_wait_end[];
 
@@ -44,12 +46,6 @@ static void fc_teardown(void)
 }
 
 TestSuite(fcapi, .fini = fc_teardown);
-
-static void require_kvm(void)
-{
-	if (access("/dev/kvm", R_OK | W_OK) != 0)
-		cr_skip_test("no usable /dev/kvm");
-}
 
 /* An ELF64 executable with one PT_LOAD of `code` at LOAD_GPA, entered there. */
 static void write_elf(const char *path, const uint8_t *code, size_t len)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "boot/cpu_state.h"
+#include "kvm_harness.h"
 #include "kvm_probe.h"
 #include "layout.h"
 #include "util.h"
@@ -42,19 +43,10 @@ struct tiny {
 	unsigned timeout_s;
 };
 
-static void require_kvm(void)
-{
-	if (access("/dev/kvm", R_OK | W_OK) != 0)
-		cr_skip_test("no usable /dev/kvm");
-}
-
 static void tiny_init(struct tiny *t, unsigned cpus, uint64_t mem)
 {
 	memset(t, 0, sizeof(*t));
-	snprintf(t->console, sizeof(t->console), "/tmp/cvisor-kvm-console-XXXXXX");
-	int fd = mkstemp(t->console);
-	cr_assert_geq(fd, 0);
-	close(fd);
+	console_file(t->console, sizeof(t->console), "kvm");
 	struct vm_config cfg = {
 		.cpus = cpus, .memory_bytes = mem,
 		.console = { .kind = CONSOLE_FILE, .path = t->console },

@@ -23,7 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "boot/cpu_state.h"
+#include "kvm_harness.h"
 #include "migrate/migrate.h"
 #include "migrate/stream.h"
 #include "util.h"
@@ -32,54 +32,9 @@
 
 extern const uint8_t guest_sweeper_start[], guest_sweeper_end[];
 
-#define CODE_GPA 0x100000ULL
-#define CTRL_GPA 0x200000ULL
 #define DATA_GPA 0x400000ULL
 #define DATA_PAGES 1024
 #define MEM CV_MiB(64)
-
-struct runner {
-	struct vm vm;
-	char console[64];
-	pthread_t thread;
-	int status;
-};
-
-static void require_kvm(void)
-{
-	if (access("/dev/kvm", R_OK | W_OK) != 0)
-		cr_skip_test("no usable /dev/kvm");
-}
-
-static void *run_thread(void *arg)
-{
-	struct runner *r = arg;
-	struct cv_error err = { 0 };
-	r->status = vm_run(&r->vm, &err);
-	return NULL;
-}
-
-static volatile uint64_t *ctrl(struct vm *vm)
-{
-	return guest_memory_ptr(&vm->mem, CTRL_GPA, 16);
-}
-
-static uint64_t sweeps(struct vm *vm)
-{
-	return __atomic_load_n(ctrl(vm), __ATOMIC_RELAXED);
-}
-
-/* Waits until the guest completed more than `above` sweeps; 0 on timeout. */
-static uint64_t wait_sweeps(struct vm *vm, uint64_t above)
-{
-	for (int i = 0; i < 3000; i++) {
-		uint64_t v = sweeps(vm);
-		if (v > above)
-			return v;
-		usleep(10000);
-	}
-	return 0;
-}
 
 /*
  * The region of a paused guest: pages [0, j) hold sweep k+1, [j, N) sweep k, k the last
@@ -89,7 +44,7 @@ static uint64_t wait_sweeps(struct vm *vm, uint64_t above)
  */
 static const char *check_region(struct vm *vm, char *why, size_t len)
 {
-	uint64_t k = sweeps(vm);
+	uint64_t k = guest_count(vm);
 	const uint8_t *base = guest_memory_ptr(&vm->mem, DATA_GPA, (uint64_t)DATA_PAGES * 4096);
 	bool in_prefix = true;
 	for (unsigned p = 0; p < DATA_PAGES; p++) {
@@ -125,36 +80,14 @@ static void with_disk(struct vm_config *cfg)
 	cfg->devices.n_disks = 1;
 }
 
+/* Boots the sweeping guest as the source, once it sweeps. */
 static void source_make(struct runner *r)
 {
-	memset(r, 0, sizeof(*r));
-	snprintf(r->console, sizeof(r->console), "/tmp/cvisor-mig-console-XXXXXX");
-	int fd = mkstemp(r->console);
-	cr_assert_geq(fd, 0);
-	close(fd);
-	struct vm_config cfg = {
-		.cpus = 1, .memory_bytes = MEM,
-		.console = { .kind = CONSOLE_FILE, .path = r->console },
-	};
+	struct vm_config cfg = { .cpus = 1, .memory_bytes = MEM };
 	with_disk(&cfg);
-	struct cv_error err = { 0 };
-	cr_assert_eq(vm_init(&r->vm, &cfg, &err), 0, "vm_init: %s", err.msg);
-	cr_assert_eq(guest_memory_write(&r->vm.mem, CODE_GPA, guest_sweeper_start,
-					(uint64_t)(guest_sweeper_end - guest_sweeper_start), &err), 0);
-	cr_assert_eq(cpu_set_entry_state(r->vm.vcpus[0].fd, BOOT_ENTRY_LINUX64, CODE_GPA, 0, &err),
-		     0, "%s", err.msg);
-	cr_assert_eq(pthread_create(&r->thread, NULL, run_thread, r), 0);
-	cr_assert_gt(wait_sweeps(&r->vm, 3), 0, "the guest never swept its region");
-}
-
-/* Tells the guest to power off and checks that it did. */
-static void source_finish(struct runner *r, int want)
-{
-	__atomic_store_n(ctrl(&r->vm) + 1, 1, __ATOMIC_RELAXED);
-	pthread_join(r->thread, NULL);
-	cr_assert_eq(r->status, want, "status %d: %s", r->status, r->vm.stop_reason);
-	vm_destroy(&r->vm);
-	unlink(r->console);
+	runner_init(r, &cfg, "mig");
+	runner_boot(r, guest_sweeper_start, guest_sweeper_end);
+	cr_assert_gt(guest_wait_count(&r->vm, 3), 0, "the guest never swept its region");
 }
 
 static int listen_any(unsigned *port)
@@ -188,17 +121,32 @@ static struct migrate_stats wait_outcome(struct vm *vm)
 	return s;
 }
 
+/*
+ * Closes this process's copy of the destination's listener, boots the source in r and migrates
+ * it to port; returns the outcome.
+ */
+static struct migrate_stats migrate_source(struct runner *r, int lfd, unsigned port,
+					   uint64_t max_bandwidth)
+{
+	close(lfd);
+	source_make(r);
+	migrate_to(&r->vm, port, max_bandwidth);
+	return wait_outcome(&r->vm);
+}
+
+/* The source guest goes on sweeping (after a failed migration). */
+static void source_sweeps_on(struct runner *r)
+{
+	uint64_t now = guest_count(&r->vm);
+	cr_assert_gt(guest_wait_count(&r->vm, now + 20), 0, "the source guest goes on sweeping");
+}
+
 /* ---- the destination process ---- */
 
 static _Noreturn void dest_fail(const char *what)
 {
 	fprintf(stderr, "destination: %s\n", what);
 	_exit(1);
-}
-
-static void *dest_run(void *arg)
-{
-	return run_thread(arg);
 }
 
 /* `cvisor-vmm --incoming` in a child: receive, run, check the guest, power it off. */
@@ -221,23 +169,23 @@ static pid_t spawn_destination(int lfd, uint64_t min_sweeps, bool cpus_two)
 		fprintf(stderr, "destination: %s\n", err.msg);
 		_exit(cpus_two ? 42 : 1);
 	}
-	uint64_t at = sweeps(&d.vm);
+	uint64_t at = guest_count(&d.vm);
 	if (at < min_sweeps)
 		dest_fail("the guest arrived with fewer sweeps than the source had done");
 	char why[160];
 	/* What arrived is consistent before the guest moves on here. */
 	if (check_region(&d.vm, why, sizeof(why)))
 		dest_fail(why);
-	if (pthread_create(&d.thread, NULL, dest_run, &d))
+	if (pthread_create(&d.thread, NULL, runner_thread, &d))
 		dest_fail("thread");
-	if (!wait_sweeps(&d.vm, at + 20))
+	if (!guest_wait_count(&d.vm, at + 20))
 		dest_fail("the guest does not sweep on after arriving");
 	if (vm_pause(&d.vm, &err) < 0)
 		dest_fail(err.msg);
 	if (check_region(&d.vm, why, sizeof(why)))
 		dest_fail(why);
 	vm_resume(&d.vm);
-	__atomic_store_n(ctrl(&d.vm) + 1, 1, __ATOMIC_RELAXED);
+	guest_stop(&d.vm);
 	pthread_join(d.thread, NULL);
 	if (d.status != CV_EXIT_OK)
 		dest_fail(d.vm.stop_reason);
@@ -259,11 +207,8 @@ static struct migrate_stats migrate_sweeper(uint64_t max_bandwidth)
 	unsigned port;
 	int lfd = listen_any(&port);
 	pid_t child = spawn_destination(lfd, 0, false);
-	close(lfd);
 	struct runner r;
-	source_make(&r);
-	migrate_to(&r.vm, port, max_bandwidth);
-	struct migrate_stats s = wait_outcome(&r.vm);
+	struct migrate_stats s = migrate_source(&r, lfd, port, max_bandwidth);
 	cr_assert_eq(s.state, MIGRATE_COMPLETED, "%s: %s", migrate_state_name(s.state), s.error);
 	pthread_join(r.thread, NULL);
 	cr_assert_eq(r.status, CV_EXIT_MIGRATED, "status %d: %s", r.status, r.vm.stop_reason);
@@ -339,13 +284,13 @@ Test(migrate, disk_lock_moves_with_the_guest, .timeout = 120)
 		bool built;
 		if (migrate_incoming(&d.vm, &cfg, &o, &built, &err) < 0)
 			dest_fail(err.msg);
-		if (pthread_create(&d.thread, NULL, dest_run, &d))
+		if (pthread_create(&d.thread, NULL, runner_thread, &d))
 			dest_fail("thread");
 		/* Running with the lock; wait for the parent to look, then power off. */
 		char c;
 		if (read(ready[0], &c, 1) != 1)
 			dest_fail("pipe");
-		__atomic_store_n(ctrl(&d.vm) + 1, 1, __ATOMIC_RELAXED);
+		guest_stop(&d.vm);
 		pthread_join(d.thread, NULL);
 		_exit(d.status == CV_EXIT_OK ? 0 : 1);
 	}
@@ -410,18 +355,14 @@ Test(migrate, dropped_connection_leaves_the_source_running, .timeout = 120)
 	unsigned port;
 	int lfd = listen_any(&port);
 	pid_t child = spawn_dropper(lfd, 1u << 20);
-	close(lfd);
 	struct runner r;
-	source_make(&r);
 	/* Throttled so the cut lands mid-stream, not after everything sat in socket buffers. */
-	migrate_to(&r.vm, port, 8u << 20);
-	struct migrate_stats s = wait_outcome(&r.vm);
+	struct migrate_stats s = migrate_source(&r, lfd, port, 8u << 20);
 	cr_assert_eq(s.state, MIGRATE_FAILED, "%s", migrate_state_name(s.state));
 	cr_assert(s.error[0], "a failure says why");
 	cr_assert_eq(wait_child(child), 0);
 	cr_assert_not(vm_is_paused(&r.vm), "the source runs on");
-	uint64_t now = sweeps(&r.vm);
-	cr_assert_gt(wait_sweeps(&r.vm, now + 20), 0, "the source guest goes on sweeping");
+	source_sweeps_on(&r);
 	struct cv_error err = { 0 };
 	cr_assert_eq(vm_pause(&r.vm, &err), 0);
 	char why[160];
@@ -429,7 +370,7 @@ Test(migrate, dropped_connection_leaves_the_source_running, .timeout = 120)
 	cr_assert_null(bad, "%s", bad);
 	vm_resume(&r.vm);
 	fprintf(stderr, "dropped connection: source reports \"%s\"\n", s.error);
-	source_finish(&r, CV_EXIT_OK);
+	runner_finish(&r, CV_EXIT_OK);
 }
 
 Test(migrate, refused_machine_leaves_the_source_running, .timeout = 120)
@@ -438,17 +379,13 @@ Test(migrate, refused_machine_leaves_the_source_running, .timeout = 120)
 	unsigned port;
 	int lfd = listen_any(&port);
 	pid_t child = spawn_destination(lfd, 0, true);    /* insists on 2 vCPUs */
-	close(lfd);
 	struct runner r;
-	source_make(&r);
-	migrate_to(&r.vm, port, 0);
-	struct migrate_stats s = wait_outcome(&r.vm);
+	struct migrate_stats s = migrate_source(&r, lfd, port, 0);
 	cr_assert_eq(s.state, MIGRATE_FAILED, "%s", migrate_state_name(s.state));
 	cr_assert(strstr(s.error, "vCPUs") != NULL, "the destination's reason: %s", s.error);
 	cr_assert_eq(wait_child(child), 42);
-	uint64_t now = sweeps(&r.vm);
-	cr_assert_gt(wait_sweeps(&r.vm, now + 20), 0, "the source guest goes on sweeping");
-	source_finish(&r, CV_EXIT_OK);
+	source_sweeps_on(&r);
+	runner_finish(&r, CV_EXIT_OK);
 }
 
 static int fd_read(void *ctx, void *buf, size_t n, struct cv_error *err)
@@ -506,17 +443,14 @@ Test(migrate, lost_ack_after_go_keeps_the_source_paused, .timeout = 120)
 	unsigned port;
 	int lfd = listen_any(&port);
 	pid_t child = spawn_vanisher(lfd);
-	close(lfd);
 	struct runner r;
-	source_make(&r);
-	migrate_to(&r.vm, port, 0);
-	struct migrate_stats s = wait_outcome(&r.vm);
+	struct migrate_stats s = migrate_source(&r, lfd, port, 0);
 	cr_assert_eq(s.state, MIGRATE_UNKNOWN, "%s: %s", migrate_state_name(s.state), s.error);
 	cr_assert_eq(wait_child(child), 0);
 	cr_assert(vm_is_paused(&r.vm), "never both running: the source stays paused");
-	uint64_t at = sweeps(&r.vm);
+	uint64_t at = guest_count(&r.vm);
 	usleep(200000);
-	cr_assert_eq(sweeps(&r.vm), at, "the source guest must not move");
+	cr_assert_eq(guest_count(&r.vm), at, "the source guest must not move");
 	cr_assert_not(vm_resume(&r.vm), "a plain resume is refused while the outcome is unknown");
 	struct migrate_params p = { .downtime_ms = 50 };
 	snprintf(p.destination, sizeof(p.destination), "tcp:127.0.0.1:%u", port);
@@ -524,6 +458,6 @@ Test(migrate, lost_ack_after_go_keeps_the_source_paused, .timeout = 120)
 	cr_assert_eq(migrate_start(&r.vm, &p, &err), -1, "no second migration after unknown");
 	/* The operator knows better: cancel resumes the guest here. */
 	cr_assert_eq(migrate_cancel(&r.vm, &err), 0, "%s", err.msg);
-	cr_assert_gt(wait_sweeps(&r.vm, at + 20), 0, "the source guest runs again");
-	source_finish(&r, CV_EXIT_OK);
+	cr_assert_gt(guest_wait_count(&r.vm, at + 20), 0, "the source guest runs again");
+	runner_finish(&r, CV_EXIT_OK);
 }

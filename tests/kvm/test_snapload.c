@@ -24,7 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "boot/cpu_state.h"
+#include "kvm_harness.h"
 #include "load.h"
 #include "snapshot/snapshot.h"
 #include "sparse_merge.h"
@@ -37,133 +37,53 @@
 extern const uint8_t guest_counter_start[], guest_counter_end[];
 extern const uint8_t guest_ticker_start[], guest_ticker_end[];
 
-#define CODE_GPA 0x100000ULL
-#define COUNTER_GPA 0x200000ULL
 #define DEVICE_GPA 0x300000ULL   /* a page only the "device" (the test) writes */
 #define MEM CV_MiB(32)
 
-struct runner {
-	struct vm vm;
-	char console[64];
-	pthread_t thread;
-	bool started;
-	int status;
-};
+TestSuite(snapload, .fini = remove_work);
 
-static char work[64];
-
-static void require_kvm(void)
-{
-	if (access("/dev/kvm", R_OK | W_OK) != 0)
-		cr_skip_test("no usable /dev/kvm");
-}
-
-static void cleanup(void)
-{
-	if (work[0]) {
-		char cmd[128];
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work);
-		if (system(cmd) != 0)
-			fprintf(stderr, "could not remove %s\n", work);
-	}
-}
-
-TestSuite(snapload, .fini = cleanup);
-
-static const char *wpath(const char *name)
-{
-	static char buf[8][128];
-	static unsigned next;
-	if (!work[0]) {
-		snprintf(work, sizeof(work), "/tmp/cvisor-snapload-XXXXXX");
-		cr_assert_not_null(mkdtemp(work));
-	}
-	char *p = buf[next++ % 8];
-	snprintf(p, 128, "%s/%s", work, name);
-	return p;
-}
-
-static void console_file(struct runner *r)
-{
-	snprintf(r->console, sizeof(r->console), "/tmp/cvisor-snapload-console-XXXXXX");
-	int fd = mkstemp(r->console);
-	cr_assert_geq(fd, 0);
-	close(fd);
-}
+/* WORK/NAME in a buffer of its own (a compound literal, living to the end of the block). */
+#define wpath(name) work_path("snapload", (name), (char[128]){ 0 }, 128)
 
 static void vm_make(struct runner *r, const struct device_config *dc, bool track)
 {
-	memset(r, 0, sizeof(*r));
-	console_file(r);
 	struct vm_config cfg = {
 		.cpus = 1, .memory_bytes = MEM,
-		.console = { .kind = CONSOLE_FILE, .path = r->console },
 		.sandbox = VMM_SANDBOX_OFF, .track_dirty_pages = track,
 	};
 	if (dc)
 		cfg.devices = *dc;
 	if (cfg.devices.transport == VIRTIO_TRANSPORT_AUTO)
 		cfg.devices.transport = VIRTIO_TRANSPORT_PCI;
-	struct cv_error err = { 0 };
-	cr_assert_eq(vm_init(&r->vm, &cfg, &err), 0, "vm_init: %s", err.msg);
-}
-
-static void *run_thread(void *arg)
-{
-	struct runner *r = arg;
-	struct cv_error err = { 0 };
-	r->status = vm_run(&r->vm, &err);
-	return NULL;
-}
-
-static void start(struct runner *r)
-{
-	cr_assert_eq(pthread_create(&r->thread, NULL, run_thread, r), 0);
-	r->started = true;
-}
-
-static void boot(struct runner *r, const uint8_t *code, const uint8_t *end)
-{
-	struct cv_error err = { 0 };
-	cr_assert_eq(guest_memory_write(&r->vm.mem, CODE_GPA, code, (uint64_t)(end - code), &err),
-		     0);
-	cr_assert_eq(cpu_set_entry_state(r->vm.vcpus[0].fd, BOOT_ENTRY_LINUX64, CODE_GPA, 0, &err),
-		     0, "%s", err.msg);
-	start(r);
+	runner_init(r, &cfg, "snapload");
 }
 
 static volatile uint64_t *counter(struct runner *r)
 {
-	return guest_memory_ptr(&r->vm.mem, COUNTER_GPA, 16);
-}
-
-static uint64_t wait_count(struct runner *r, uint64_t above)
-{
-	for (int i = 0; i < 3000; i++) {
-		uint64_t v = __atomic_load_n(counter(r), __ATOMIC_RELAXED);
-		if (v > above)
-			return v;
-		usleep(10000);
-	}
-	cr_assert_fail("the guest never counted past %llu", (unsigned long long)above);
-	return 0;
+	return guest_ctrl(&r->vm);
 }
 
 /* Ends a counter guest through its stop word, or any guest with a stop request. */
 static void finish(struct runner *r, bool counter_guest)
 {
 	if (r->started) {
-		if (counter_guest) {
+		if (counter_guest)
 			vm_resume(&r->vm);
-			__atomic_store_n(counter(r) + 1, 1, __ATOMIC_RELAXED);
-		} else {
+		else
 			vm_request_stop(&r->vm, CV_EXIT_OK, "test done");
-		}
-		pthread_join(r->thread, NULL);
-		cr_assert_eq(r->status, CV_EXIT_OK, "status %d: %s", r->status, r->vm.stop_reason);
 	}
-	vm_destroy(&r->vm);
-	unlink(r->console);
+	runner_finish(r, CV_EXIT_OK);
+}
+
+/* Boots the counter guest in r (see vm_make), lets it count past ABOVE and pauses it there. */
+static void counted_and_paused(struct runner *r, const struct device_config *dc, bool track,
+			       uint64_t above)
+{
+	struct cv_error err = { 0 };
+	vm_make(r, dc, track);
+	runner_boot(r, guest_counter_start, guest_counter_end);
+	wait_count(r, above);
+	cr_assert_eq(vm_pause(&r->vm, &err), 0, "%s", err.msg);
 }
 
 static uint64_t allocated(const char *path)
@@ -189,10 +109,7 @@ Test(snapload, diff_merged_onto_base_equals_full_and_restores, .timeout = 120)
 	require_kvm();
 	struct runner r;
 	struct cv_error err = { 0 };
-	vm_make(&r, NULL, true);
-	boot(&r, guest_counter_start, guest_counter_end);
-	wait_count(&r, 1000);
-	cr_assert_eq(vm_pause(&r.vm, &err), 0, "%s", err.msg);
+	counted_and_paused(&r, NULL, true, 1000);
 	cr_assert_eq(vm_snapshot_create(&r.vm, wpath("base.state"), wpath("base.mem"), false, NULL,
 					&err), 0, "%s", err.msg);
 	vm_resume(&r.vm);
@@ -231,7 +148,7 @@ Test(snapload, diff_merged_onto_base_equals_full_and_restores, .timeout = 120)
 		     err.msg);
 	cr_assert_eq(*counter(&r), at);
 	cr_assert_eq(*(uint8_t *)guest_memory_ptr(&r.vm.mem, DEVICE_GPA + 100, 1), 0x5a);
-	start(&r);
+	runner_start(&r);
 	wait_count(&r, at + 1000);
 	/* Restored with tracking: a diff relative to the loaded file holds the counter page. */
 	cr_assert_eq(vm_pause(&r.vm, &err), 0, "%s", err.msg);
@@ -246,19 +163,13 @@ Test(snapload, diff_needs_tracking_and_a_base, .timeout = 120)
 	require_kvm();
 	struct runner r;
 	struct cv_error err = { 0 };
-	vm_make(&r, NULL, false);
-	boot(&r, guest_counter_start, guest_counter_end);
-	wait_count(&r, 100);
-	cr_assert_eq(vm_pause(&r.vm, &err), 0, "%s", err.msg);
+	counted_and_paused(&r, NULL, false, 100);
 	cr_assert_eq(vm_snapshot_create(&r.vm, wpath("x.state"), wpath("x.mem"), true, NULL, &err),
 		     -1);
 	cr_assert(strstr(err.msg, "dirty page tracking") != NULL, "%s", err.msg);
 	finish(&r, true);
 
-	vm_make(&r, NULL, true);
-	boot(&r, guest_counter_start, guest_counter_end);
-	wait_count(&r, 100);
-	cr_assert_eq(vm_pause(&r.vm, &err), 0, "%s", err.msg);
+	counted_and_paused(&r, NULL, true, 100);
 	cr_assert_eq(vm_snapshot_create(&r.vm, wpath("x.state"), wpath("x.mem"), true, NULL, &err),
 		     -1);
 	cr_assert(strstr(err.msg, "needs a base") != NULL, "%s", err.msg);
@@ -272,10 +183,7 @@ static uint64_t snapshot_counter(const struct device_config *dc, const char *sta
 {
 	struct runner r;
 	struct cv_error err = { 0 };
-	vm_make(&r, dc, false);
-	boot(&r, guest_counter_start, guest_counter_end);
-	wait_count(&r, 1000);
-	cr_assert_eq(vm_pause(&r.vm, &err), 0, "%s", err.msg);
+	counted_and_paused(&r, dc, false, 1000);
 	uint64_t at = *counter(&r);
 	cr_assert_eq(vm_snapshot_create(&r.vm, state, mem, false, NULL, &err), 0, "%s", err.msg);
 	finish(&r, true);
@@ -298,9 +206,25 @@ static json_t *body(const char *fmt, ...)
 
 static struct vm_config base_config(struct runner *r)
 {
-	console_file(r);
+	console_file(r->console, sizeof(r->console), "snapload");
 	return (struct vm_config){ .console = { .kind = CONSOLE_FILE, .path = r->console },
 				   .sandbox = VMM_SANDBOX_OFF };
+}
+
+/*
+ * Loads into r, as PUT /snapshot/load does, the request J (which it releases); returns what
+ * vm_load_snapshot returned, with err.
+ */
+static int load_into(struct runner *r, json_t *j, struct cv_error *err)
+{
+	memset(r, 0, sizeof(*r));
+	struct vm_config base = base_config(r);
+	static struct snap_config cfg;
+	struct load_request req;
+	cr_assert_eq(load_request_parse(j, &req, err), 0, "%s", err->msg);
+	int rc = vm_load_snapshot(&r->vm, &cfg, &req, &base, err);
+	json_decref(j);
+	return rc;
 }
 
 Test(snapload, loaded_paused_runs_only_after_resume, .timeout = 120)
@@ -308,19 +232,13 @@ Test(snapload, loaded_paused_runs_only_after_resume, .timeout = 120)
 	require_kvm();
 	uint64_t at = snapshot_counter(NULL, wpath("p.state"), wpath("p.mem"));
 	struct runner r;
-	memset(&r, 0, sizeof(r));
-	struct vm_config base = base_config(&r);
-	static struct snap_config cfg;
-	struct load_request req;
 	struct cv_error err = { 0 };
 	json_t *j = body("{\"snapshot_path\": \"%s\", \"mem_backend\": {\"backend_type\": \"File\", "
 			 "\"backend_path\": \"%s\"}, \"resume_vm\": false}", wpath("p.state"),
 			 wpath("p.mem"));
-	cr_assert_eq(load_request_parse(j, &req, &err), 0, "%s", err.msg);
-	cr_assert_eq(vm_load_snapshot(&r.vm, &cfg, &req, &base, &err), 0, "%s", err.msg);
-	json_decref(j);
+	cr_assert_eq(load_into(&r, j, &err), 0, "%s", err.msg);
 	cr_assert(vm_is_paused(&r.vm));
-	start(&r);
+	runner_start(&r);
 	/* The I/O thread parks at its first barrier; the vCPU never enters the guest. */
 	for (int i = 0; i < 500 && !__atomic_load_n(&r.vm.loop.parked, __ATOMIC_ACQUIRE); i++)
 		usleep(2000);
@@ -357,10 +275,6 @@ Test(snapload, clone_overrides_vsock_cid_socket_tap_and_mac, .timeout = 120)
 
 	for (int clone = 0; clone < 2; clone++) {
 		struct runner r;
-		memset(&r, 0, sizeof(r));
-		struct vm_config base = base_config(&r);
-		static struct snap_config cfg;
-		struct load_request req;
 		struct cv_error err = { 0 };
 		const char *sock = clone ? wpath("v1.sock") : wpath("v0.sock");
 		json_t *j = body("{\"snapshot_path\": \"%s\", \"mem_file_path\": \"%s\", "
@@ -370,9 +284,7 @@ Test(snapload, clone_overrides_vsock_cid_socket_tap_and_mac, .timeout = 120)
 				 "\"network_overrides\": [{\"iface_id\": \"net-a\", \"guest_mac\": "
 				 "\"02:00:00:00:01:%02x\"}]}}", wpath("c.state"), wpath("c.mem"), sock,
 				 tap_b, 100 + clone, clone);
-		cr_assert_eq(load_request_parse(j, &req, &err), 0, "%s", err.msg);
-		cr_assert_eq(vm_load_snapshot(&r.vm, &cfg, &req, &base, &err), 0, "%s", err.msg);
-		json_decref(j);
+		cr_assert_eq(load_into(&r, j, &err), 0, "%s", err.msg);
 		cr_assert_not(vm_is_paused(&r.vm));
 		cr_assert_eq(*counter(&r), at);
 		struct virtio_net *net = NULL;
@@ -394,7 +306,7 @@ Test(snapload, clone_overrides_vsock_cid_socket_tap_and_mac, .timeout = 120)
 		cr_assert_arr_eq(r.vm.devcfg.nets[0].mac, want, 6, "and its next snapshot's");
 		/* No driver ever set the MAC in this guest: its address is the snapshot's. */
 		cr_assert_eq(net->filter.mac[5], 0x0a, "the receive filter keeps the guest's MAC");
-		start(&r);
+		runner_start(&r);
 		wait_count(&r, at + 1000);
 		finish(&r, true);
 		unlink(sock);
@@ -402,18 +314,12 @@ Test(snapload, clone_overrides_vsock_cid_socket_tap_and_mac, .timeout = 120)
 
 	/* Overrides that do not fit the snapshot fail before anything runs. */
 	struct runner r;
-	memset(&r, 0, sizeof(r));
-	struct vm_config base = base_config(&r);
-	static struct snap_config cfg;
-	struct load_request req;
 	struct cv_error err = { 0 };
 	json_t *j = body("{\"snapshot_path\": \"%s\", \"mem_file_path\": \"%s\", "
 			 "\"network_overrides\": [{\"iface_id\": \"eth9\", \"host_dev_name\": "
 			 "\"x\"}]}", wpath("c.state"), wpath("c.mem"));
-	cr_assert_eq(load_request_parse(j, &req, &err), 0, "%s", err.msg);
-	cr_assert_eq(vm_load_snapshot(&r.vm, &cfg, &req, &base, &err), -1);
+	cr_assert_eq(load_into(&r, j, &err), -1);
 	cr_assert(strstr(err.msg, "no interface 'eth9' (it has: net-a)") != NULL, "%s", err.msg);
-	json_decref(j);
 	unlink(r.console);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "ip link del %s 2>/dev/null; ip link del %s 2>/dev/null", tap_a,
@@ -524,7 +430,7 @@ Test(snapload, bare_process_loads_through_the_api_and_clones_run_at_once, .timeo
 	struct runner r;
 	struct cv_error err = { 0 };
 	vm_make(&r, NULL, false);
-	boot(&r, guest_ticker_start, guest_ticker_end);
+	runner_boot(&r, guest_ticker_start, guest_ticker_end);
 	wait_output(r.console, 2);
 	cr_assert_eq(vm_pause(&r.vm, &err), 0, "%s", err.msg);
 	cr_assert_eq(vm_snapshot_create(&r.vm, wpath("t.state"), wpath("t.mem"), false, NULL, &err),

@@ -147,6 +147,13 @@ void field_n(const struct sys_result *r, const char *key, char *buf, size_t len)
 		cr_assert_fail("no '%s' line in the output:\n%s\n-- stderr:\n%s", key, r->out, r->err);
 }
 
+const char *field_or_empty(const struct sys_result *r, const char *key, char *buf, size_t len)
+{
+	if (!field_opt(r, key, buf, len))
+		buf[0] = 0;
+	return buf;
+}
+
 long long num(const struct sys_result *r, const char *key)
 {
 	char buf[64], *end;

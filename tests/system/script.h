@@ -12,6 +12,8 @@
  *
  * A suite using this module defines its parameters once, as the object script_suite:
  *   const struct script_suite script_suite = { .tag = "devtest", ... };
+ * Suites with host scripts of their own (fcapi, migrate, snapload) use only the work directory
+ * and output helpers.
  */
 #ifndef CVISOR_TESTS_SCRIPT_H
 #define CVISOR_TESTS_SCRIPT_H
@@ -77,6 +79,14 @@ bool field_opt(const struct sys_result *r, const char *key, char *buf, size_t le
 /* The same, but a missing line fails the test with the whole output. */
 void field_n(const struct sys_result *r, const char *key, char *buf, size_t len);
 #define field(r, key, buf) field_n((r), (key), (buf), sizeof(buf))
+
+/* The value of "KEY value" into buf, or "" if there is no such line; returns buf. */
+const char *field_or_empty(const struct sys_result *r, const char *key, char *buf, size_t len);
+/*
+ * The same into a buffer of its own: a compound literal, which lives until the end of the
+ * enclosing block, so every val() in a function has its own and none is overwritten by another.
+ */
+#define val(r, key) field_or_empty((r), (key), (char[256]){ 0 }, 256)
 
 /* The value of "KEY n" as a number; anything else fails the test. */
 long long num(const struct sys_result *r, const char *key);

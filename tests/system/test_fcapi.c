@@ -13,32 +13,11 @@
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include "sys.h"
+#include "script.h"
 
-static char work_dir[64];
-
-static const char *work(void)
-{
-	if (!work_dir[0]) {
-		snprintf(work_dir, sizeof(work_dir), "/tmp/cvisor-fcapitest-XXXXXX");
-		cr_assert_not_null(mkdtemp(work_dir), "mkdtemp");
-	}
-	return work_dir;
-}
-
-static void remove_work(void)
-{
-	if (!work_dir[0])
-		return;
-	struct sys_result r = sys_host("rm -rf '%s'", work_dir);
-	sys_free(&r);
-	work_dir[0] = 0;
-}
+const struct script_suite script_suite = { .tag = "fcapitest" };
 
 TestSuite(fcapi, .fini = remove_work, .timeout = 300);
 
@@ -57,18 +36,6 @@ static const char guest_init[] =
 	"sleep 60\n"
 	"echo GUEST-TIMEOUT\n"
 	"poweroff -f\n";
-
-static void put(const char *name, const char *text, mode_t mode)
-{
-	char path[256];
-	snprintf(path, sizeof(path), "%s/%s", work(), name);
-	FILE *f = fopen(path, "w");
-	cr_assert_not_null(f, "create %s", path);
-	bool ok = fputs(text, f) >= 0;
-	ok = fclose(f) == 0 && ok;
-	cr_assert(ok, "write %s", path);
-	cr_assert_eq(chmod(path, mode), 0, "chmod %s", path);
-}
 
 /*
  * The walkthrough. Scratch space is in /dev/shm (sockets cannot live on the emulated host's
@@ -123,34 +90,21 @@ static const char walkthrough[] =
 	"echo \"LOG-ORIGIN $(grep -c '\\[Info\\] \\[api_setup.c:' \"$S/fc.log\")\"\n"
 	"sed 's/^/STDERR /' \"$S/stderr\"\n";
 
-static const char *field(const struct sys_result *r, const char *key, char *buf, size_t len)
-{
-	size_t k = strlen(key);
-	buf[0] = 0;
-	for (const char *p = r->out; p && *p;) {
-		const char *eol = strchr(p, '\n');
-		size_t n = eol ? (size_t)(eol - p) : strlen(p);
-		if (n > k && strncmp(p, key, k) == 0 && p[k] == ' ') {
-			size_t vn = n - k - 1 < len - 1 ? n - k - 1 : len - 1;
-			memcpy(buf, p + k + 1, vn);
-			buf[vn] = 0;
-			return buf;
-		}
-		p = eol ? eol + 1 : NULL;
-	}
-	cr_assert_fail("no '%s' in the output:\n%s\n-- stderr:\n%s", key, r->out, r->err);
-	return buf;
-}
+#define EXPECT_NUM(r, key, want) expect_num((r), (key), "==", (want), "fcapi")
 
-static long long num(const struct sys_result *r, const char *key)
+/* Step STEP of the walkthrough answered CODE, with PART in its body (NULL: not checked). */
+static void expect_step(const struct sys_result *r, const char *step, long long code,
+			const char *part)
 {
-	char buf[64];
-	return strtoll(field(r, key, buf, sizeof(buf)), NULL, 10);
+	char key[64], body[16384];
+	snprintf(key, sizeof(key), "CODE-%s", step);
+	expect_num(r, key, "==", code, step);
+	if (!part)
+		return;
+	snprintf(key, sizeof(key), "BODY-%s", step);
+	field(r, key, body);
+	cr_assert(strstr(body, part), "%s: %s", key, body);
 }
-
-#define EXPECT_NUM(r, key, want) \
-	cr_assert_eq(num(r, key), want, "%s: %lld\n%s\n-- stderr:\n%s", key, num(r, key), \
-		     (r)->out, (r)->err)
 
 Test(fcapi, firecracker_getting_started_walkthrough)
 {
@@ -160,36 +114,30 @@ Test(fcapi, firecracker_getting_started_walkthrough)
 					     sys_kernel_dir(), work(), work());
 	char buf[4096];
 	cr_assert_not(strstr(r.out, "TAP-FAILED"), "%s", r.out);
-	EXPECT_NUM(&r, "CODE-state0", 200);
-	cr_assert(strstr(field(&r, "BODY-state0", buf, sizeof(buf)), "\"Not started\""), "%s", buf);
-	EXPECT_NUM(&r, "CODE-logger", 204);
-	EXPECT_NUM(&r, "CODE-boot", 204);
-	EXPECT_NUM(&r, "CODE-rootfs", 204);
-	EXPECT_NUM(&r, "CODE-net", 204);
-	EXPECT_NUM(&r, "CODE-machine", 204);
-	EXPECT_NUM(&r, "CODE-badjson", 400);
-	cr_assert(strstr(field(&r, "BODY-badjson", buf, sizeof(buf)), "fault_message"), "%s", buf);
-	EXPECT_NUM(&r, "CODE-start", 204);
+	expect_step(&r, "state0", 200, "\"Not started\"");
+	expect_step(&r, "logger", 204, NULL);
+	expect_step(&r, "boot", 204, NULL);
+	expect_step(&r, "rootfs", 204, NULL);
+	expect_step(&r, "net", 204, NULL);
+	expect_step(&r, "machine", 204, NULL);
+	expect_step(&r, "badjson", 400, "fault_message");
+	expect_step(&r, "start", 204, NULL);
 
 	/* The guest booted from the drive, as /dev/vda, read-write, on virtio-mmio. */
-	field(&r, "GUEST-CMDLINE", buf, sizeof(buf));
+	field(&r, "GUEST-CMDLINE", buf);
 	cr_assert(strstr(buf, "console=ttyS0 reboot=k panic=1 pci=off i8042.nopnp root=/dev/vda rw"),
 		  "%s", buf);
 	cr_assert(strstr(buf, "virtio_mmio.device="), "%s", buf);
-	cr_assert_str_eq(field(&r, "GUEST-ROOT", buf, sizeof(buf)), "/dev/root ext4 rw");
-	cr_assert_str_eq(field(&r, "GUEST-MARKER", buf, sizeof(buf)), "fc-rootfs-ok");
+	expect(&r, "GUEST-ROOT", "/dev/root ext4 rw", "the root drive");
+	expect(&r, "GUEST-MARKER", "fc-rootfs-ok", "the root file system");
 	EXPECT_NUM(&r, "GUEST-MMIO-DEVICES", 2);
 	EXPECT_NUM(&r, "GUEST-NET", 1);
 	EXPECT_NUM(&r, "GUEST-KEYBOARD", 1);
 
-	EXPECT_NUM(&r, "CODE-state1", 200);
-	cr_assert(strstr(field(&r, "BODY-state1", buf, sizeof(buf)), "\"Running\""), "%s", buf);
-	EXPECT_NUM(&r, "CODE-late", 400);
-	cr_assert(strstr(field(&r, "BODY-late", buf, sizeof(buf)), "after starting"), "%s", buf);
-	EXPECT_NUM(&r, "CODE-config", 200);
-	cr_assert(strstr(field(&r, "BODY-config", buf, sizeof(buf)), "\"host_dev_name\""), "%s",
-		  buf);
-	EXPECT_NUM(&r, "CODE-cad", 204);
+	expect_step(&r, "state1", 200, "\"Running\"");
+	expect_step(&r, "late", 400, "after starting");
+	expect_step(&r, "config", 200, "\"host_dev_name\"");
+	expect_step(&r, "cad", 204, NULL);
 	/* Ctrl-Alt-Del: Linux restarts through the i8042 (reboot=k), which ends the VMM. */
 	EXPECT_NUM(&r, "VMM", 80);
 	cr_assert_not(strstr(r.out, "GUEST-TIMEOUT"), "%s", r.out);

@@ -19,100 +19,13 @@
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include "sys.h"
+#include "script.h"
 
-static char work_dir[64];
-
-static const char *work(void)
-{
-	if (!work_dir[0]) {
-		snprintf(work_dir, sizeof(work_dir), "/tmp/cvisor-migtest-XXXXXX");
-		cr_assert_not_null(mkdtemp(work_dir), "mkdtemp");
-	}
-	return work_dir;
-}
-
-static void remove_work(void)
-{
-	if (!work_dir[0])
-		return;
-	struct sys_result r = sys_host("rm -rf '%s'", work_dir);
-	sys_free(&r);
-	work_dir[0] = 0;
-}
+const struct script_suite script_suite = { .tag = "migtest" };
 
 TestSuite(migrate, .fini = remove_work, .timeout = 900);
-
-static void put(const char *name, const char *text, mode_t mode)
-{
-	char path[256];
-	snprintf(path, sizeof(path), "%s/%s", work(), name);
-	FILE *f = fopen(path, "w");
-	cr_assert_not_null(f, "create %s", path);
-	bool ok = fputs(text, f) >= 0;
-	ok = fclose(f) == 0 && ok;
-	cr_assert(ok, "write %s", path);
-	cr_assert_eq(chmod(path, mode), 0, "chmod %s", path);
-}
-
-#define host_ok(...)                                                                      \
-	do {                                                                              \
-		struct sys_result hr_ = sys_host(__VA_ARGS__);                            \
-		cr_assert_eq(hr_.status, 0, "host command failed (%d): %s%s", hr_.status, \
-			     hr_.out, hr_.err);                                           \
-		sys_free(&hr_);                                                           \
-	} while (0)
-
-/* The value of the first output line "KEY value". */
-static bool field_opt(const struct sys_result *r, const char *key, char *buf, size_t len)
-{
-	size_t k = strlen(key);
-	for (const char *p = r->out; p && *p;) {
-		const char *eol = strchr(p, '\n');
-		size_t n = eol ? (size_t)(eol - p) : strlen(p);
-		if (n > k && strncmp(p, key, k) == 0 && p[k] == ' ') {
-			const char *v = p + k + 1;
-			size_t vn = n - k - 1;
-			while (vn && (v[vn - 1] == '\r' || v[vn - 1] == ' '))
-				vn--;
-			if (vn >= len)
-				vn = len - 1;
-			memcpy(buf, v, vn);
-			buf[vn] = 0;
-			return true;
-		}
-		p = eol ? eol + 1 : NULL;
-	}
-	return false;
-}
-
-static void field(const struct sys_result *r, const char *key, char *buf, size_t len)
-{
-	if (!field_opt(r, key, buf, len))
-		cr_assert_fail("no '%s' line in the output:\n%s\n-- stderr:\n%s", key, r->out, r->err);
-}
-
-static long long num(const struct sys_result *r, const char *key)
-{
-	char buf[64], *end;
-	field(r, key, buf, sizeof(buf));
-	long long v = strtoll(buf, &end, 10);
-	cr_assert(end != buf && *end == 0, "%s is not a number: '%s'\n%s", key, buf, r->out);
-	return v;
-}
-
-#define expect_num(r, key, cond_op, want, why)                                                  \
-	do {                                                                                    \
-		long long v_ = num((r), (key));                                                 \
-		cr_assert(v_ cond_op (want), "%s: %s is %lld, expected %s %lld\n-- output:\n%s" \
-			  "\n-- stderr:\n%s", (why), (key), v_, #cond_op, (long long)(want),     \
-			  (r)->out, (r)->err);                                                   \
-	} while (0)
 
 /*
  * The host side, common part: two namespaces A (source) and B (destination) joined by a veth
@@ -232,24 +145,24 @@ Test(migrate, guest_moves_to_the_other_namespace_and_verifies_its_memory)
 {
 	prepare();
 	struct sys_result r = run_host("migrate.sh", migrate_script);
-	expect_num(&r, "PUT", ==, 204, "PUT /cvisor/migrate");
-	char s[256];
-	field(&r, "OUTCOME", s, sizeof(s));
+	expect_num(&r, "PUT", "==", 204, "PUT /cvisor/migrate");
+	char s[1024];
+	field(&r, "OUTCOME", s);
 	/* The source exits once the destination runs the guest: the API may already be gone. */
 	cr_assert(strcmp(s, "completed") == 0 || strcmp(s, "gone") == 0, "outcome %s\n%s\n%s", s,
 		  r.out, r.err);
-	expect_num(&r, "SRC-STATUS", ==, 83, "the source ends with 'migrated'");
+	expect_num(&r, "SRC-STATUS", "==", 83, "the source ends with 'migrated'");
 	cr_assert(!field_opt(&r, "SRC-CORRUPT", s, sizeof(s)), "%s", r.out);
 	cr_assert(!field_opt(&r, "DST-CORRUPT", s, sizeof(s)), "the guest found bad memory: %s", s);
 	cr_assert(!field_opt(&r, "DST-RESTARTED", s, sizeof(s)), "memsweep started over\n%s", r.out);
-	expect_num(&r, "DST-STATUS", ==, 0, "the destination's guest powers off normally");
-	expect_num(&r, "GUEST-EXIT", ==, 0, "memsweep verified every sweep to the end");
+	expect_num(&r, "DST-STATUS", "==", 0, "the destination's guest powers off normally");
+	expect_num(&r, "GUEST-EXIT", "==", 0, "memsweep verified every sweep to the end");
 	long long last = num(&r, "SRC-LAST"), first = num(&r, "DST-FIRST");
 	cr_assert(first >= last && first <= last + 50,
 		  "the sweeps continue on the destination: source last %lld, destination first "
 		  "%lld", last, first);
-	expect_num(&r, "DST-OK", >, first, "sweeps went on");
-	char total[32] = "?", down[32] = "?", rounds[32] = "?", bytes[32] = "?", why[32] = "?";
+	expect_num(&r, "DST-OK", ">", first, "sweeps went on");
+	char total[64] = "?", down[64] = "?", rounds[64] = "?", bytes[64] = "?", why[64] = "?";
 	field_opt(&r, "FIG-total_ms", total, sizeof(total));
 	field_opt(&r, "FIG-downtime_ms", down, sizeof(down));
 	field_opt(&r, "FIG-rounds", rounds, sizeof(rounds));
@@ -303,31 +216,31 @@ Test(migrate, cut_connections_leave_the_source_running_then_it_migrates)
 {
 	prepare();
 	struct sys_result r = run_host("faults.sh", faults_script);
-	char s[512];
-	expect_num(&r, "PUT1", ==, 204, "PUT /cvisor/migrate");
-	field(&r, "OUTCOME1", s, sizeof(s));
+	char s[1024];
+	expect_num(&r, "PUT1", "==", 204, "PUT /cvisor/migrate");
+	field(&r, "OUTCOME1", s);
 	cr_assert_str_eq(s, "failed", "link down: %s\n%s", r.out, r.err);
-	field(&r, "ERROR1", s, sizeof(s));
+	field(&r, "ERROR1", s);
 	cr_assert(s[0], "a failure says why");
 	cr_assert(!field_opt(&r, "DEST1-STILL-THERE", s, sizeof(s)),
 		  "the destination gives up by itself");
-	expect_num(&r, "DST1-STATUS", !=, 0, "the destination fails, never having run the guest");
+	expect_num(&r, "DST1-STATUS", "!=", 0, "the destination fails, never having run the guest");
 	cr_assert(!field_opt(&r, "DEST1-RAN", s, sizeof(s)), "the guest never ran there");
-	expect_num(&r, "AFTER1-GROWTH", >, 0, "the source guest goes on sweeping");
-	expect_num(&r, "SRC-ALIVE1", ==, 1, "the source runs");
-	expect_num(&r, "PUT2", ==, 204, "PUT /cvisor/migrate again");
-	field(&r, "OUTCOME2", s, sizeof(s));
+	expect_num(&r, "AFTER1-GROWTH", ">", 0, "the source guest goes on sweeping");
+	expect_num(&r, "SRC-ALIVE1", "==", 1, "the source runs");
+	expect_num(&r, "PUT2", "==", 204, "PUT /cvisor/migrate again");
+	field(&r, "OUTCOME2", s);
 	cr_assert_str_eq(s, "failed", "destination killed: %s\n%s", r.out, r.err);
-	expect_num(&r, "AFTER2-GROWTH", >, 0, "the source guest goes on sweeping");
-	expect_num(&r, "PUT3", ==, 204, "a third attempt");
-	field(&r, "OUTCOME3", s, sizeof(s));
+	expect_num(&r, "AFTER2-GROWTH", ">", 0, "the source guest goes on sweeping");
+	expect_num(&r, "PUT3", "==", 204, "a third attempt");
+	field(&r, "OUTCOME3", s);
 	cr_assert(strcmp(s, "completed") == 0 || strcmp(s, "gone") == 0, "%s\n%s", s, r.out);
-	expect_num(&r, "SRC-STATUS", ==, 83, "the source ends with 'migrated'");
+	expect_num(&r, "SRC-STATUS", "==", 83, "the source ends with 'migrated'");
 	cr_assert(!field_opt(&r, "SRC-CORRUPT", s, sizeof(s)), "%s", r.out);
 	cr_assert(!field_opt(&r, "DST-CORRUPT", s, sizeof(s)), "the guest found bad memory: %s", s);
-	expect_num(&r, "DST3-STATUS", ==, 0, "the guest powers off normally on the destination");
-	expect_num(&r, "GUEST-EXIT", ==, 0, "memsweep verified every sweep to the end");
-	char e1[256] = "", e2[256] = "";
+	expect_num(&r, "DST3-STATUS", "==", 0, "the guest powers off normally on the destination");
+	expect_num(&r, "GUEST-EXIT", "==", 0, "memsweep verified every sweep to the end");
+	char e1[1024] = "", e2[1024] = "";
 	field_opt(&r, "ERROR1", e1, sizeof(e1));
 	field_opt(&r, "ERROR2", e2, sizeof(e2));
 	cr_log_info("link down: \"%s\"; destination killed: \"%s\"", e1, e2);

@@ -18,78 +18,18 @@
  */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "sys.h"
+#include "script.h"
 
-static char work_dir[64];
-
-static const char *work(void)
-{
-	if (!work_dir[0]) {
-		snprintf(work_dir, sizeof(work_dir), "/tmp/cvisor-snapload-XXXXXX");
-		cr_assert_not_null(mkdtemp(work_dir), "mkdtemp");
-	}
-	return work_dir;
-}
-
-static void remove_work(void)
-{
-	if (!work_dir[0])
-		return;
-	struct sys_result r = sys_host("rm -rf '%s'", work_dir);
-	sys_free(&r);
-	work_dir[0] = 0;
-}
+const struct script_suite script_suite = { .tag = "snapload" };
 
 TestSuite(snapload, .fini = remove_work, .timeout = 900);
 
-/*
- * The value of the first output line "KEY value" ("" if none), in one of 8 rotating buffers:
- * valid for the next 7 calls only, so copy what must live longer.
- */
-static const char *val(const struct sys_result *r, const char *key)
-{
-	static char buf[8][256];
-	static unsigned next;
-	char *out = buf[next++ % 8];
-	out[0] = 0;
-	size_t k = strlen(key);
-	for (const char *p = r->out; p && *p;) {
-		const char *eol = strchr(p, '\n');
-		size_t n = eol ? (size_t)(eol - p) : strlen(p);
-		if (n > k && strncmp(p, key, k) == 0 && p[k] == ' ') {
-			size_t vn = n - k - 1;
-			if (vn >= 256)
-				vn = 255;
-			memcpy(out, p + k + 1, vn);
-			out[vn] = 0;
-			return out;
-		}
-		p = eol ? eol + 1 : NULL;
-	}
-	return out;
-}
-
-#define expect_val(r, key, want)                                                               \
-	cr_assert_str_eq(val((r), (key)), (want), "%s\n-- output:\n%s\n-- stderr:\n%s", (key), \
-			 (r)->out, (r)->err)
-
-static long long num(const struct sys_result *r, const char *key)
-{
-	const char *v = val(r, key);
-	char *end;
-	long long n = strtoll(v, &end, 10);
-	cr_assert(*v && *end == 0, "%s is not a number: '%s'\n%s\n-- stderr:\n%s", key, v, r->out,
-		  r->err);
-	return n;
-}
+#define expect_val(r, key, want) expect((r), (key), (want), "snapload")
 
 /* Runs inside the VMM host; prints KEY value lines. Sockets and files live in its /dev/shm. */
-static const char host_script[] =
+static const char snapload_script[] =
 	"set -u\n"
 	"export PATH=$PATH:/usr/sbin:/sbin\n"
 	"S=$(mktemp -d /dev/shm/cvisor-snapload.XXXXXX) || exit 99\n"
@@ -182,25 +122,17 @@ static const char host_script[] =
 
 Test(snapload, diff_clones_loaded_through_the_api)
 {
-	char path[256];
-	snprintf(path, sizeof(path), "%s/host.sh", work());
-	FILE *f = fopen(path, "w");
-	cr_assert_not_null(f);
-	cr_assert(fputs(host_script, f) >= 0);
-	cr_assert_eq(fclose(f), 0);
-	struct sys_result r = sys_guest_host("B='%s' K='%s' sh '%s'", sys_build(), sys_kernel_dir(),
-					     path);
+	put("host.sh", snapload_script, 0755);
+	struct sys_result r = sys_guest_host("B='%s' K='%s' sh '%s/host.sh'", sys_build(),
+					     sys_kernel_dir(), work());
 	expect_val(&r, "PAUSE", "204");
 	expect_val(&r, "FULL", "204");
 	expect_val(&r, "RESUME", "204");
 	expect_val(&r, "PAUSE2", "204");
 	expect_val(&r, "DIFF", "204");
 	expect_val(&r, "MERGE", "0");
-	/* Copies: val() hands out a few rotating buffers, and these are needed to the end. */
-	char a0[80], a[80], b[80];
-	snprintf(a0, sizeof(a0), "%s", val(&r, "SUM-A0"));
-	snprintf(a, sizeof(a), "%s", val(&r, "SUM-A"));
-	snprintf(b, sizeof(b), "%s", val(&r, "SUM-B"));
+	/* Each val() has a buffer of its own, valid to the end of the function. */
+	const char *a0 = val(&r, "SUM-A0"), *a = val(&r, "SUM-A"), *b = val(&r, "SUM-B");
 	cr_assert_eq(strlen(a), 64, "%s\n%s", r.out, r.err);
 	cr_assert_eq(strlen(b), 64);
 	cr_assert_str_neq(a0, a, "the file changed between the snapshots");

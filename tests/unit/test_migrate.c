@@ -12,27 +12,13 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "../snap_frames.h"
 #include "bytes.h"
 #include "memory.h"
 #include "migrate/stream.h"
 #include "virtio/virtq.h"
 
 #define MEM (1u << 20)
-
-struct input {
-	const uint8_t *p;
-	size_t len, off;
-};
-
-static int in_read(void *ctx, void *buf, size_t n, struct cv_error *err)
-{
-	struct input *in = ctx;
-	if (n > in->len - in->off)
-		return cv_fail(err, CV_EXIT_IOERR, "end of stream");
-	memcpy(buf, in->p + in->off, n);
-	in->off += n;
-	return 0;
-}
 
 static void state_file(struct snap_buf *st)
 {
@@ -66,12 +52,21 @@ static void good_stream(struct snap_buf *s, uint8_t *pages)
 	cr_assert_not(s->oom);
 }
 
+/* Starts reading s with rd (over in): the preamble must be accepted. */
+static void read_preamble(struct mig_reader *rd, struct mem_input *in, const struct snap_buf *s)
+{
+	*in = (struct mem_input){ s->b, s->len, 0 };
+	mig_reader_init(rd, mem_input_read, in);
+	struct cv_error err = { 0 };
+	cr_assert_eq(mig_read_preamble(rd, &err), 0, "%s", err.msg);
+}
+
 /* Runs the destination's reading over buf; returns 0 or -1 with err. */
 static int receive(const uint8_t *buf, size_t len, uint8_t *mem, struct cv_error *err)
 {
-	struct input in = { buf, len, 0 };
+	struct mem_input in = { buf, len, 0 };
 	struct mig_reader rd;
-	mig_reader_init(&rd, in_read, &in);
+	mig_reader_init(&rd, mem_input_read, &in);
 	struct mig_frame f;
 	struct snap_cur c;
 	struct mig_rx_stats st;
@@ -200,12 +195,11 @@ Test(stream, oversized_frames_are_refused_unread)
 	put_le32(h + 16, 0);
 	put_le32(h + 20, snap_crc32(0, h, 20));
 	snap_put_bytes(&s, h, sizeof(h));
-	struct input in = { s.b, s.len, 0 };
+	struct mem_input in;
 	struct mig_reader rd;
-	mig_reader_init(&rd, in_read, &in);
+	read_preamble(&rd, &in, &s);
 	struct cv_error err = { 0 };
 	struct mig_frame f;
-	cr_assert_eq(mig_read_preamble(&rd, &err), 0);
 	cr_assert_eq(mig_read_frame(&rd, &f, &err), -1);
 	cr_assert(strstr(err.msg, "at most") != NULL, "%s", err.msg);
 	cr_assert_null(rd.buf, "nothing was allocated for it");
@@ -217,12 +211,11 @@ Test(stream, the_peers_error_arrives_as_its_message)
 	struct snap_buf s = { 0 };
 	mig_put_preamble(&s);
 	mig_put_error(&s, "--cpus 2: the migrating VM\nhas 1 vCPUs");
-	struct input in = { s.b, s.len, 0 };
+	struct mem_input in;
 	struct mig_reader rd;
-	mig_reader_init(&rd, in_read, &in);
+	read_preamble(&rd, &in, &s);
 	struct cv_error err = { 0 };
 	struct mig_frame f;
-	cr_assert_eq(mig_read_preamble(&rd, &err), 0);
 	cr_assert_eq(mig_expect(&rd, MIG_ACCEPT, &f, &err), -1);
 	cr_assert_eq(err.code, CV_EXIT_IOERR);
 	cr_assert_str_eq(err.msg, "the peer gave up: --cpus 2: the migrating VM has 1 vCPUs");

@@ -6,11 +6,13 @@ runs (inside the emulated host when the session uses one). Python 3 standard lib
       One request to cvisor-vmm's control API on the Unix socket SOCK; prints "<status> <body>".
       Retries the connection for up to 60 s (the VMM creates the socket while it starts).
 
-  balloon SOCK MIB
+  balloon SOCK MIB CONSOLE
       GET / (the VMM answers), then inflates the balloon to MIB (PATCH /balloon), polls
-      GET /balloon/statistics until the driver reports MIB, and deflates to 0. Prints "KEY
-      value" lines: ROOT-STATUS, PATCH-INFLATE, ACTUAL-MIB, PATCH-DEFLATE. One interpreter does
-      it all: every program started inside the emulated host costs seconds.
+      GET /balloon/statistics until the driver reports MIB, waits for the guest to say
+      INFLATED on its console (it polls its memory: deflating sooner could hide the inflation
+      from it), and deflates to 0. Prints "KEY value" lines: ROOT-STATUS, PATCH-INFLATE,
+      ACTUAL-MIB, GUEST-SAW, PATCH-DEFLATE. One interpreter does it all: every program started
+      inside the emulated host costs seconds.
 
   tcp ADDR PORT_IN PORT_OUT NBYTES DIR
       The guest's TCP peer: NBYTES each way, "<count> <sha256>" of each in DIR/in and DIR/out,
@@ -32,7 +34,20 @@ def api(sock, method, path, body=None):
     print("%s %s" % request(sock, method, path, body, API_RETRY), flush=True)
 
 
-def balloon(sock, mib):
+def console_says(path, word, seconds):
+    end = time.time() + seconds
+    while time.time() < end:
+        try:
+            with open(path, errors="replace") as f:
+                if word in f.read():
+                    return True
+        except FileNotFoundError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def balloon(sock, mib, console):
     mib = int(mib)
     status, _ = request(sock, "GET", "/", retry_seconds=API_RETRY)
     print("ROOT-STATUS %s" % status, flush=True)
@@ -47,6 +62,8 @@ def balloon(sock, mib):
                 break
         time.sleep(0.2)
     print("ACTUAL-MIB %s" % actual, flush=True)
+    print("GUEST-SAW %s" % ("yes" if console_says(console, "INFLATED", POLL_SECONDS) else "no"),
+          flush=True)
     status, _ = request(sock, "PATCH", "/balloon", json.dumps({"amount_mib": 0}), API_RETRY)
     print("PATCH-DEFLATE %s" % status, flush=True)
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "script.h"
+#include "util.h"
 
 const struct script_suite script_suite = {
 	.tag = "devtest", .peer = "devices_peer.py", .vm_seconds = 240,
@@ -259,8 +260,9 @@ Test(devices, blk_write_zeroes_from_ext4_lazy_init)
 /*
  * Rate limiting seen from a real guest: dd through a disk limited to 2 MiB/s (bw=1M/500) runs
  * at about that rate, both ways, while the same dd on an unlimited disk beside it is much
- * faster. The bucket starts full (1 MiB free), so 8 MiB take about 3.5 s; the band accepted
- * (0.5x to 1.5x) leaves room for a slow emulated host without letting an unlimited disk pass.
+ * faster. The bucket starts full (1 MiB free), so 8 MiB cannot take less than 3.5 s; the
+ * check is that floor (less a margin for the guest clock), never a speed the host must reach:
+ * a slow emulated host makes every transfer slower, the limit is what may not be exceeded.
  */
 Test(devices, blk_rate_limit_holds_a_disk_to_its_bandwidth)
 {
@@ -287,11 +289,9 @@ Test(devices, blk_rate_limit_holds_a_disk_to_its_bandwidth)
 	for (int i = 0; i < 2; i++) {
 		long long lim = num(&r, dirs[i][0]), free_cs = num(&r, dirs[i][1]);
 		/* 8 MiB over at least 3 s; KiB/s = 8192 * 100 / centiseconds. */
-		cr_assert_geq(lim, 300, "%s: %lld cs, the limit did not hold\n%s", dirs[i][0], lim,
+		cr_assert_geq(lim, 300, "%s: %lld cs (%lld KiB/s through a 2048 KiB/s limit): the "
+			      "limit did not hold\n%s", dirs[i][0], lim, 8192 * 100 / CV_MAX(lim, 1),
 			      r.out);
-		long long kib_s = 8192 * 100 / lim;
-		cr_assert(kib_s >= 1024 && kib_s <= 3072,
-			  "%s: %lld KiB/s through a 2048 KiB/s limit\n%s", dirs[i][0], kib_s, r.out);
 		cr_assert_lt(free_cs * 3, lim, "%s: the unlimited disk took %lld cs, the limited %lld",
 			     dirs[i][1], free_cs, lim);
 	}
@@ -349,8 +349,9 @@ Test(devices, net_tap_mac_ping_and_64mib_each_way)
 
 /*
  * A NIC limited to 1 MiB/s each way (rx_bw=, tx_bw=1M/1000): 5 MiB over TCP take about 4 s in
- * each direction (the first MiB is the full bucket; TCP/IP headers count too), checked within
- * 0.5x to 1.5x of the limit, and the bytes arrive intact.
+ * each direction at the least (the first MiB is the full bucket; TCP/IP headers count too);
+ * the check is that floor, not a speed the emulated host must reach, and that the bytes arrive
+ * intact.
  */
 Test(devices, net_rate_limit_holds_each_direction)
 {
@@ -388,10 +389,8 @@ Test(devices, net_rate_limit_holds_each_direction)
 	const char *dirs[] = { "TX-CS", "RX-CS" };
 	for (int i = 0; i < 2; i++) {
 		long long cs = num(&r, dirs[i]);
-		cr_assert_geq(cs, 300, "%s: %lld cs for 5 MiB through 1 MiB/s\n%s", dirs[i], cs, r.out);
-		long long kib_s = 5120 * 100 / cs;
-		cr_assert(kib_s >= 512 && kib_s <= 1536, "%s: %lld KiB/s through a 1024 KiB/s limit\n%s",
-			  dirs[i], kib_s, r.out);
+		cr_assert_geq(cs, 300, "%s: %lld cs for 5 MiB (%lld KiB/s) through 1 MiB/s: the limit "
+			      "did not hold\n%s", dirs[i], cs, 5120 * 100 / CV_MAX(cs, 1), r.out);
 	}
 	fprintf(stderr, "net rate limit: tx %lld cs, rx %lld cs for 5 MiB\n", num(&r, "TX-CS"),
 		num(&r, "RX-CS"));

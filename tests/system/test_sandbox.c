@@ -134,7 +134,7 @@ Test(sandbox, every_device_works_under_the_default_filter)
 		"  tr '\\0' ' ' < /proc/$p/cmdline | grep -q \"$S/api.sock\" && vpid=$p\n"
 		"done\n"
 		"threads ${vpid:-none}\n"
-		"/usr/bin/python3 \"$PEER\" balloon \"$S/api.sock\" 64\n"
+		"/usr/bin/python3 \"$PEER\" balloon \"$S/api.sock\" 64 \"$S/console\"\n"
 		"wait $vmm; echo \"VMM $?\"\n"
 		"echo \"IMAGE $(head -c 2097152 \"$S/disk.img\" | sha256sum | cut -d' ' -f1)\"\n"
 		"cat \"$S/console\"\n");
@@ -163,6 +163,7 @@ Test(sandbox, every_device_works_under_the_default_filter)
 	expect(&r, "ROOT-STATUS", "200", "GET /");
 	expect(&r, "PATCH-INFLATE", "204", "balloon inflate");
 	expect(&r, "ACTUAL-MIB", "64", "the driver gave 64 MiB back");
+	expect(&r, "GUEST-SAW", "yes", "the guest saw its memory shrink");
 	expect(&r, "PATCH-DEFLATE", "204", "balloon deflate");
 	field(&r, "INFLATED", a);
 	field(&r, "DEFLATED", a);
@@ -216,7 +217,7 @@ Test(sandbox, jailer_runs_the_vmm_unprivileged_in_its_own_namespaces_and_cgroup)
 		"echo \"MEMMAX $(cat /sys/fs/cgroup$cg/memory.max)\"\n"
 		"echo \"PIDSMAX $(cat /sys/fs/cgroup$cg/pids.max)\"\n"
 		"threads $pid\n"
-		"/usr/bin/python3 \"$PEER\" balloon \"$R/api.sock\" 64\n"
+		"/usr/bin/python3 \"$PEER\" balloon \"$R/api.sock\" 64 \"$R/console\"\n"
 		"wait $jail; echo \"JAILER $?\"\n"
 		"[ -d \"/sys/fs/cgroup$cg\" ] && echo \"CGROUP-LEFT yes\" || echo \"CGROUP-LEFT no\"\n"
 		"echo \"IMAGE $(head -c 2097152 \"$S/disk.img\" | sha256sum | cut -d' ' -f1)\"\n"
@@ -268,6 +269,7 @@ Test(sandbox, jailer_runs_the_vmm_unprivileged_in_its_own_namespaces_and_cgroup)
 	expect(&r, "ECHO", "0", "vsock echo through the jail's socket");
 	expect(&r, "PATCH-INFLATE", "204", "balloon inflate through the jail's API socket");
 	expect(&r, "ACTUAL-MIB", "64", "the driver gave 64 MiB back");
+	expect(&r, "GUEST-SAW", "yes", "the guest saw its memory shrink");
 	char a[128];
 	field(&r, "DISK-WROTE", a);
 	expect(&r, "IMAGE", a, "the guest's disk write is in the image bound into the jail");

@@ -23,15 +23,8 @@ static void migrate_put(struct vm *vm, const struct api_request *req, struct api
 {
 	static const char *const keys[] = { "destination", "downtime_ms", "max_bandwidth",
 					    "max_rounds", NULL };
-	const char *unknown;
-	if (!req->body) {
-		api_fault(resp, MHD_HTTP_BAD_REQUEST, "this request needs a JSON body");
+	if (!api_check_body(req, resp, keys))
 		return;
-	}
-	if (!api_only_keys(req->body, keys, &unknown)) {
-		api_fault(resp, MHD_HTTP_BAD_REQUEST, "unknown field '%s'", unknown);
-		return;
-	}
 	struct cv_error err = { 0 };
 	struct migrate_params p = { 0 };
 	const char *dest;

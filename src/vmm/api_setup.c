@@ -258,15 +258,9 @@ static void put_actions(struct vmm_instance *in, const struct api_request *req,
 {
 	static const char *const keys[] = { "action_type", NULL };
 	struct cv_error err = { 0 };
-	const char *unknown, *action;
-	if (!req->body) {
-		api_fault(resp, MHD_HTTP_BAD_REQUEST, "this request needs a JSON body");
+	const char *action;
+	if (!api_check_body(req, resp, keys))
 		return;
-	}
-	if (!api_only_keys(req->body, keys, &unknown)) {
-		api_fault(resp, MHD_HTTP_BAD_REQUEST, "unknown field '%s'", unknown);
-		return;
-	}
 	if (api_get_string(req->body, "action_type", true, &action, &err) < 0) {
 		api_fault(resp, MHD_HTTP_BAD_REQUEST, "%s", err.msg);
 		return;

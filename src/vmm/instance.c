@@ -192,15 +192,20 @@ static bool serve_start_request(struct vmm_instance *in)
 	return started;
 }
 
+void instance_block_stop_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+}
+
 /* Waits for InstanceStart or a stop signal; returns 0 when started, else the exit status. */
 static int wait_for_start(struct vmm_instance *in, struct cv_error *err)
 {
 	sigset_t handled;
-	sigemptyset(&handled);
-	sigaddset(&handled, SIGINT);
-	sigaddset(&handled, SIGTERM);
-	sigaddset(&handled, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &handled, NULL);
+	instance_block_stop_signals(&handled);
 	int sfd = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sfd < 0)
 		return cv_fail_errno(err, CV_EXIT_OSERR, "signalfd");

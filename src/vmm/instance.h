@@ -13,6 +13,7 @@
 #define CVISOR_VMM_INSTANCE_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -68,6 +69,12 @@ struct vmm_instance {
 /* Defaults (vmm_setup_init); id NULL: "anonymous-instance". */
 int instance_init(struct vmm_instance *in, const char *id, struct cv_error *err);
 void instance_destroy(struct vmm_instance *in);
+
+/*
+ * Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (threads it starts later inherit
+ * the mask) and returns them in set, for the signalfd that waits for a stop.
+ */
+void instance_block_stop_signals(sigset_t *set);
 /* --id: 1..64 letters, digits, '-' or '_'. */
 int instance_set_id(struct vmm_instance *in, const char *id, struct cv_error *err);
 

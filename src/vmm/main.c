@@ -404,11 +404,7 @@ int main(int argc, char **argv)
 
 	/* Blocked before any thread starts, so that only the main loop's signalfd sees them. */
 	sigset_t handled;
-	sigemptyset(&handled);
-	sigaddset(&handled, SIGINT);
-	sigaddset(&handled, SIGTERM);
-	sigaddset(&handled, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &handled, NULL);
+	instance_block_stop_signals(&handled);
 
 	int status = CV_EXIT_OK;
 	/* Decided before the API serves: from then on its requests may set a kernel too. */

@@ -161,6 +161,17 @@ int guest_memory_take_dirty(const struct guest_memory *gm, int vm_fd, uint64_t *
 	return 0;
 }
 
+bool guest_page_is_zero(const uint8_t *page)
+{
+	const uint64_t *w = (const uint64_t *)page;
+	uint64_t acc = 0;
+	/* Eight words per step: one branch per cache line, and the compiler vectorises it. */
+	for (unsigned i = 0; i < PAGE_SIZE / 8; i += 8)
+		acc |= w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] |
+		       w[i + 7];
+	return acc == 0;
+}
+
 void *guest_memory_ptr(const struct guest_memory *gm, uint64_t gpa, uint64_t len)
 {
 	for (unsigned i = 0; i < gm->n_regions; i++) {

@@ -87,6 +87,9 @@ static inline uint64_t guest_memory_dirty_words(const struct guest_memory *gm)
 	return (gm->size / 4096 + 63) / 64;
 }
 
+/* True if the 4 KiB page (8-byte aligned) holds only zeroes: snapshots and migration skip it. */
+bool guest_page_is_zero(const uint8_t *page);
+
 /* Host pointer for [gpa, gpa+len) if it lies entirely inside one RAM region, else NULL. */
 void *guest_memory_ptr(const struct guest_memory *gm, uint64_t gpa, uint64_t len);
 

@@ -181,16 +181,6 @@ static int sock_read(void *ctx, void *buf, size_t n, struct cv_error *err)
 	return 0;
 }
 
-static bool page_is_zero(const uint8_t *p)
-{
-	const uint64_t *w = (const uint64_t *)p;
-	uint64_t acc = 0;
-	for (unsigned i = 0; i < MIG_PAGE / 8; i += 8)
-		acc |= w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] |
-		       w[i + 7];
-	return acc == 0;
-}
-
 /* Runs of pages being collected into one frame. */
 struct run {
 	uint64_t start, n;
@@ -218,7 +208,7 @@ static int flush_run(struct vm_migration *m, struct run *r, struct cv_error *err
 static int add_page(struct vm_migration *m, struct run *r, uint64_t pg, bool send_zero,
 		    struct cv_error *err)
 {
-	bool zero = page_is_zero(m->vm->mem.host + pg * MIG_PAGE);
+	bool zero = guest_page_is_zero(m->vm->mem.host + pg * MIG_PAGE);
 	if (zero && !send_zero)
 		return flush_run(m, r, err);
 	if (r->n && (r->zero != zero || r->start + r->n != pg ||

@@ -30,16 +30,6 @@
 #define PM_PRESENT (1ULL << 63)
 #define PM_SWAPPED (1ULL << 62)
 
-static bool page_is_zero(const uint8_t *p)
-{
-	const uint64_t *w = (const uint64_t *)p;
-	uint64_t acc = 0;
-	for (unsigned i = 0; i < PAGE / 8; i += 8)
-		acc |= w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] |
-		       w[i + 7];
-	return acc == 0;
-}
-
 static bool same_file(const struct stat *st, const struct vm *vm)
 {
 	return vm->mem_file_ino && (uint64_t)st->st_dev == vm->mem_file_dev &&
@@ -92,7 +82,7 @@ int memfile_write(struct vm *vm, const char *path, struct cv_error *err)
 		for (unsigned i = 0; rc == 0 && i < pages; i++) {
 			uint64_t p = off + (uint64_t)i * PAGE;
 			bool data = have_map && !(ent[i] & (PM_PRESENT | PM_SWAPPED)) ?
-					    false : !page_is_zero(base + p);
+					    false : !guest_page_is_zero(base + p);
 			if (data && run_len && run_start + run_len == p) {
 				run_len += PAGE;
 				continue;

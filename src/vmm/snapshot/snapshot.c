@@ -193,21 +193,8 @@ static int read_file(const char *path, struct cv_buf *buf, struct snap_file *f,
 	return 0;
 }
 
-int vm_snapshot_read_shape(const char *state_path, struct snap_shape *shape, struct cv_error *err)
-{
-	struct cv_buf buf;
-	struct snap_file f;
-	if (read_file(state_path, &buf, &f, err) < 0)
-		return -1;
-	struct snap_cur c;
-	snap_cur_init(&c, f.sec[0].data, f.sec[0].len);
-	int rc = shape_decode(&c, shape, err);
-	snap_file_free(&f);
-	cv_buf_free(&buf);
-	return rc < 0 ? cv_error_wrap(err, "'%s'", state_path) : 0;
-}
-
-int vm_snapshot_read_config(const char *state_path, struct snap_shape *shape,
+/* Reads the shape, and the device configuration too when cfg is not NULL. */
+static int read_description(const char *state_path, struct snap_shape *shape,
 			    struct snap_config *cfg, struct cv_error *err)
 {
 	struct cv_buf buf;
@@ -217,7 +204,7 @@ int vm_snapshot_read_config(const char *state_path, struct snap_shape *shape,
 	struct snap_cur c;
 	snap_cur_init(&c, f.sec[0].data, f.sec[0].len);
 	int rc = shape_decode(&c, shape, err);
-	if (rc == 0) {
+	if (rc == 0 && cfg) {
 		const struct snap_section *s = snap_file_find(&f, SNAP_SEC_CONFIG, 0);
 		if (!s) {
 			rc = cv_fail(err, CV_EXIT_DATAERR, "snapshot has no device configuration "
@@ -231,6 +218,17 @@ int vm_snapshot_read_config(const char *state_path, struct snap_shape *shape,
 	snap_file_free(&f);
 	cv_buf_free(&buf);
 	return rc < 0 ? cv_error_wrap(err, "'%s'", state_path) : 0;
+}
+
+int vm_snapshot_read_shape(const char *state_path, struct snap_shape *shape, struct cv_error *err)
+{
+	return read_description(state_path, shape, NULL, err);
+}
+
+int vm_snapshot_read_config(const char *state_path, struct snap_shape *shape,
+			    struct snap_config *cfg, struct cv_error *err)
+{
+	return read_description(state_path, shape, cfg, err);
 }
 
 /* The payload of a section that must be there. */

@@ -39,7 +39,10 @@ def tcp(addr, port_in, port_out, nbytes, out_dir):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((addr, int(port)))
         s.listen(1)
-        s.settimeout(TIMEOUT)
+        # The guest connects for the second direction only after the first is done, which in
+        # a slow emulated host can take longer than TIMEOUT: waiting to be called is not a
+        # stall. Once connected, TIMEOUT of silence is.
+        s.settimeout(3 * TIMEOUT)
         return s
 
     l_in, l_out = listener(port_in), listener(port_out)

@@ -1,7 +1,7 @@
 /*
  * cvisor's virtual hardware seen from real Linux guests, end to end: virtio-blk (data persists
  * across runs, read-only disks, several disks with serials, the root file system on a disk,
- * DISCARD and WRITE_ZEROES punching holes in the image), virtio-net on a TAP (MAC, ping, 64 MiB
+ * DISCARD and WRITE_ZEROES punching holes in the image), virtio-net on a TAP (MAC, ping, 32 MiB
  * each way with SHA-256), virtio-vsock both ways with checksums, virtio-rng, virtio-balloon
  * driven through the control API, and Debian's stock cloud kernel whose virtio drivers are
  * modules. Every check compares what one side did with what the other side observed: bytes in
@@ -304,20 +304,20 @@ Test(devices, blk_rate_limit_holds_a_disk_to_its_bandwidth)
 /* ------------------------------------------------------------------------------------------ */
 /* virtio-net */
 
-Test(devices, net_tap_mac_ping_and_64mib_each_way)
+Test(devices, net_tap_mac_ping_and_32mib_each_way)
 {
 	put("net-guest.sh",
 	    "ip link set eth0 up && ip addr add \"$G/24\" dev eth0\n"
 	    "echo \"MAC $(cat /sys/class/net/eth0/address)\"\n"
 	    "ping -c 3 \"$H\" > /dev/null; echo \"PING $?\"\n"
-	    "dd if=/dev/urandom of=/tmp/d bs=1048576 count=64 2>/dev/null\n"
+	    "dd if=/dev/urandom of=/tmp/d bs=1048576 count=32 2>/dev/null\n"
 	    "echo \"SENT $(sha256sum < /tmp/d | cut -d' ' -f1)\"\n"
 	    "nc \"$H\" 7001 < /tmp/d; echo \"NC-SEND $?\"\n"
 	    "rm /tmp/d\n"
 	    "echo \"RECEIVED $(nc \"$H\" 7002 | sha256sum | cut -d' ' -f1)\"\n", 0644);
 	struct sys_result r = host_script("net.sh",
 		"tap cvdt 10.213\n"
-		"tcp_peer 7001 7002 67108864\n"
+		"tcp_peer 7001 7002 33554432\n"
 		"vm \"$B/cvisor\" run --memory 512 --net \"tap=$T,mac=52:54:00:5e:a1:07\" -e \"H=$H\" "
 		"-e \"G=$G\" -- sh -c \"$(cat \"$W/net-guest.sh\")\"\n"
 		"run=$?; echo \"RUN $run\"\n"
@@ -337,13 +337,13 @@ Test(devices, net_tap_mac_ping_and_64mib_each_way)
 	field(&r, "SENT", sent);
 	cr_assert(is_sha256(sent), "%s", r.out);
 	expect_num(&r, "NC-SEND", "==", 0, "guest nc sending");
-	snprintf(want, sizeof(want), "67108864 %s", sent);
-	expect(&r, "HOST-IN", want, "guest -> host 64 MiB");
+	snprintf(want, sizeof(want), "33554432 %s", sent);
+	expect(&r, "HOST-IN", want, "guest -> host 32 MiB");
 
 	/* host -> guest */
 	field(&r, "RECEIVED", received);
-	snprintf(want, sizeof(want), "67108864 %s", received);
-	expect(&r, "HOST-OUT", want, "host -> guest 64 MiB");
+	snprintf(want, sizeof(want), "33554432 %s", received);
+	expect(&r, "HOST-OUT", want, "host -> guest 32 MiB");
 	sys_free(&r);
 }
 

@@ -1,7 +1,10 @@
 /*
  * Relay of one remote command (see client.h). Signals are taken through a signalfd while blocked,
  * so no handler and no global state is involved; the terminal's mode is restored on every path
- * out of agent_exec_relay.
+ * out of agent_exec_relay. Nothing is sent to the agent with a blocking write: the agent itself
+ * blocks while sending us output we do not read, and a relay blocked sending it stdin at that
+ * moment would never read again (a `cat` of a few MiB hung that way). What we send is queued,
+ * written as the connection takes it, and stdin is read only once the queue is empty.
  */
 #include "client.h"
 
@@ -32,6 +35,7 @@ struct exec_relay {
 	bool done;
 	int status;
 	struct agent_reader rd;
+	struct agent_outq out;  /* frames for the agent not yet written */
 	uint8_t buf[65536];
 };
 
@@ -83,9 +87,9 @@ static int relay_stdin(struct exec_relay *x, struct cv_error *err)
 	if (n <= 0) {
 		/* End of input (or an unreadable stdin, which the command sees the same way). */
 		x->stdin_open = false;
-		return agent_send_frame(x->conn, AGENT_FRAME_STDIN, NULL, 0, err);
+		return agent_outq_frame(&x->out, AGENT_FRAME_STDIN, NULL, 0, err);
 	}
-	return agent_send_frame(x->conn, AGENT_FRAME_STDIN, x->buf, (size_t)n, err);
+	return agent_outq_frame(&x->out, AGENT_FRAME_STDIN, x->buf, (size_t)n, err);
 }
 
 /* Our terminal's size, or 0x0 if fd 0 is not a terminal. */
@@ -108,9 +112,9 @@ static int relay_signal(struct exec_relay *x, struct cv_error *err)
 	if (si.ssi_signo == SIGWINCH) {
 		unsigned rows, cols;
 		terminal_size(&rows, &cols);
-		return rows ? agent_send_resize(x->conn, rows, cols, err) : 0;
+		return rows ? agent_queue_resize(&x->out, rows, cols, err) : 0;
 	}
-	return agent_send_signal(x->conn, (int)si.ssi_signo, err);
+	return agent_queue_signal(&x->out, (int)si.ssi_signo, err);
 }
 
 static int64_t now_ms(void)
@@ -130,11 +134,13 @@ static int relay(struct exec_relay *x, struct cv_error *err)
 {
 	int64_t deadline = x->o->start_timeout_ms ? now_ms() + x->o->start_timeout_ms : 0;
 	while (!x->done) {
+		bool sending = agent_outq_pending(&x->out) > 0;
 		struct pollfd p[3] = {
-			{ .fd = x->conn, .events = POLLIN },
+			{ .fd = x->conn, .events = POLLIN | (sending ? POLLOUT : 0) },
 			/* Signals wait until the command exists, then go to its process group. */
 			{ .fd = x->started ? x->sigfd : -1, .events = POLLIN },
-			{ .fd = x->started && x->stdin_open ? 0 : -1, .events = POLLIN },
+			/* One chunk of stdin in flight at most: the command sets the pace. */
+			{ .fd = x->started && x->stdin_open && !sending ? 0 : -1, .events = POLLIN },
 		};
 		int timeout = -1;
 		if (!x->started && deadline) {
@@ -148,7 +154,7 @@ static int relay(struct exec_relay *x, struct cv_error *err)
 				continue;
 			return cv_fail_errno(err, CV_EXIT_OSERR, "poll");
 		}
-		if (p[0].revents) {
+		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
 			ssize_t n = agent_reader_fill(&x->rd, x->conn, err);
 			/* A proxy (QEMU, the VMM) accepts for the agent; a dead agent resets the stream. */
 			if (n <= 0 && !x->started)
@@ -178,6 +184,17 @@ static int relay(struct exec_relay *x, struct cv_error *err)
 			return -1;
 		if (p[2].revents && relay_stdin(x, err) < 0)
 			return -1;
+		if (agent_outq_pending(&x->out) && agent_outq_flush(&x->out, x->conn, err) < 0) {
+			if (errno != EPIPE && errno != ECONNRESET)
+				return -1;
+			/*
+			 * The agent closes once the command is done, possibly before it read all our
+			 * stdin: its exit event, still to be read, says more than this write's EPIPE,
+			 * and a connection really lost shows up on the read side too.
+			 */
+			agent_outq_free(&x->out);
+			x->stdin_open = false;
+		}
 	}
 	return 0;
 }
@@ -204,6 +221,7 @@ int agent_exec_relay(int conn, const struct agent_exec_spec *spec, const char *t
 	x->conn = conn;
 	x->stdin_open = s.stdin_open;
 	agent_reader_init(&x->rd);
+	agent_outq_init(&x->out);
 
 	sigset_t fwd, old;
 	sigemptyset(&fwd);
@@ -244,6 +262,7 @@ out:
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	agent_reader_free(&x->rd);
+	agent_outq_free(&x->out);
 	free(x);
 	return rc;
 }

@@ -52,13 +52,21 @@ static int check_header(const uint8_t hdr[AGENT_FRAME_HEADER], uint32_t *len, st
 	return 0;
 }
 
-int agent_send_frame(int fd, uint8_t type, const void *data, size_t len, struct cv_error *err)
+/* What a sender may put on the wire, checked before anything is written or queued. */
+static int check_outgoing(uint8_t type, size_t len, struct cv_error *err)
 {
 	if (!type_known(type))
 		return cv_fail(err, CV_EXIT_SOFTWARE, "send frame: unknown frame type %u", type);
 	if (len > AGENT_MAX_PAYLOAD)
 		return cv_fail(err, CV_EXIT_USAGE, "send frame: %zu bytes exceeds the limit of %u",
 			       len, AGENT_MAX_PAYLOAD);
+	return 0;
+}
+
+int agent_send_frame(int fd, uint8_t type, const void *data, size_t len, struct cv_error *err)
+{
+	if (check_outgoing(type, len, err) < 0)
+		return -1;
 	uint8_t hdr[AGENT_FRAME_HEADER];
 	put_header(hdr, type, (uint32_t)len);
 	struct iovec iov[2] = {
@@ -97,6 +105,71 @@ int agent_send_frame(int fd, uint8_t type, const void *data, size_t len, struct 
 			cur->iov_len -= done;
 		}
 	}
+	return 0;
+}
+
+void agent_outq_init(struct agent_outq *q)
+{
+	memset(q, 0, sizeof(*q));
+}
+
+void agent_outq_free(struct agent_outq *q)
+{
+	free(q->buf);
+	agent_outq_init(q);
+}
+
+size_t agent_outq_pending(const struct agent_outq *q)
+{
+	return q->len - q->off;
+}
+
+int agent_outq_frame(struct agent_outq *q, uint8_t type, const void *data, size_t len,
+		     struct cv_error *err)
+{
+	if (check_outgoing(type, len, err) < 0)
+		return -1;
+	if (q->off) {
+		/* Written bytes are dropped first, so the queue holds only what is still owed. */
+		memmove(q->buf, q->buf + q->off, q->len - q->off);
+		q->len -= q->off;
+		q->off = 0;
+	}
+	size_t need = q->len + AGENT_FRAME_HEADER + len;
+	if (need > q->cap) {
+		size_t cap = CV_MAX(need, 2 * q->cap);
+		uint8_t *b = realloc(q->buf, cap);
+		if (!b)
+			return cv_fail(err, CV_EXIT_OSERR, "queue frame: out of memory (%zu bytes)", cap);
+		q->buf = b;
+		q->cap = cap;
+	}
+	put_header(q->buf + q->len, type, (uint32_t)len);
+	if (len)
+		memcpy(q->buf + q->len + AGENT_FRAME_HEADER, data, len);
+	q->len = need;
+	return 0;
+}
+
+int agent_outq_flush(struct agent_outq *q, int fd, struct cv_error *err)
+{
+	while (q->off < q->len) {
+		ssize_t w = send(fd, q->buf + q->off, q->len - q->off, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (w < 0 && errno == ENOTSOCK)
+			w = write(fd, q->buf + q->off, q->len - q->off);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			int e = errno;
+			cv_fail_errno(err, CV_EXIT_IOERR, "send frame");
+			errno = e;   /* callers tell a closed peer from other failures */
+			return -1;
+		}
+		q->off += (size_t)w;
+	}
+	q->off = q->len = 0;
 	return 0;
 }
 
@@ -374,23 +447,45 @@ static int get_u64(json_t *obj, const char *key, uint64_t *out, const char *what
 	return 0;
 }
 
-/* Serialises obj (consumed) into one CONTROL frame. */
-static int send_json(int fd, json_t *obj, struct cv_error *err)
+/* Serialises obj (consumed) into the text of one CONTROL frame; *text is malloc'd. */
+static int control_text(json_t *obj, char **text, size_t *len, struct cv_error *err)
 {
 	if (!obj)
 		return cv_fail(err, CV_EXIT_OSERR, "encode control message: out of memory");
-	char *text = json_dumps(obj, JSON_COMPACT);
+	*text = json_dumps(obj, JSON_COMPACT);
 	json_decref(obj);
-	if (!text)
+	if (!*text)
 		return cv_fail(err, CV_EXIT_OSERR, "encode control message: out of memory");
-	size_t len = strlen(text);
-	int rc;
-	if (len > AGENT_MAX_PAYLOAD)
-		rc = cv_fail(err, CV_EXIT_USAGE,
-			     "control message of %zu bytes exceeds the limit of %u (too many arguments or environment variables?)",
-			     len, AGENT_MAX_PAYLOAD);
-	else
-		rc = agent_send_frame(fd, AGENT_FRAME_CONTROL, text, len, err);
+	*len = strlen(*text);
+	if (*len > AGENT_MAX_PAYLOAD) {
+		free(*text);
+		return cv_fail(err, CV_EXIT_USAGE,
+			       "control message of %zu bytes exceeds the limit of %u (too many arguments or environment variables?)",
+			       *len, AGENT_MAX_PAYLOAD);
+	}
+	return 0;
+}
+
+/* Sends obj (consumed) as one CONTROL frame. */
+static int send_json(int fd, json_t *obj, struct cv_error *err)
+{
+	char *text;
+	size_t len;
+	if (control_text(obj, &text, &len, err) < 0)
+		return -1;
+	int rc = agent_send_frame(fd, AGENT_FRAME_CONTROL, text, len, err);
+	free(text);
+	return rc;
+}
+
+/* Queues obj (consumed) as one CONTROL frame. */
+static int queue_json(struct agent_outq *q, json_t *obj, struct cv_error *err)
+{
+	char *text;
+	size_t len;
+	if (control_text(obj, &text, &len, err) < 0)
+		return -1;
+	int rc = agent_outq_frame(q, AGENT_FRAME_CONTROL, text, len, err);
 	free(text);
 	return rc;
 }
@@ -659,20 +754,56 @@ int agent_send_exec(int fd, char *const *argv, char *const *env, const char *cwd
 	return agent_send_exec_spec(fd, &spec, token, err);
 }
 
+/* The signal request, or NULL with *err set if signo is out of range. */
+static json_t *signal_request(int signo, struct cv_error *err)
+{
+	if (signo < 1 || signo > 64) {
+		cv_fail(err, CV_EXIT_USAGE, "signal %d is out of range 1..64", signo);
+		return NULL;
+	}
+	json_t *o = json_pack("{s:s, s:i}", "op", "signal", "signal", signo);
+	if (!o)
+		cv_fail(err, CV_EXIT_OSERR, "encode control message: out of memory");
+	return o;
+}
+
+/* The resize request, or NULL with *err set if the size is out of range. */
+static json_t *resize_request(unsigned rows, unsigned cols, struct cv_error *err)
+{
+	if (rows < 1 || rows > AGENT_TTY_MAX || cols < 1 || cols > AGENT_TTY_MAX) {
+		cv_fail(err, CV_EXIT_USAGE, "resize: terminal size %ux%u is out of range 1..%u",
+			rows, cols, AGENT_TTY_MAX);
+		return NULL;
+	}
+	json_t *o = json_pack("{s:s, s:I, s:I}", "op", "resize", "rows", (json_int_t)rows, "cols",
+			      (json_int_t)cols);
+	if (!o)
+		cv_fail(err, CV_EXIT_OSERR, "encode control message: out of memory");
+	return o;
+}
+
 int agent_send_signal(int fd, int signo, struct cv_error *err)
 {
-	if (signo < 1 || signo > 64)
-		return cv_fail(err, CV_EXIT_USAGE, "signal %d is out of range 1..64", signo);
-	return send_json(fd, json_pack("{s:s, s:i}", "op", "signal", "signal", signo), err);
+	json_t *o = signal_request(signo, err);
+	return o ? send_json(fd, o, err) : -1;
 }
 
 int agent_send_resize(int fd, unsigned rows, unsigned cols, struct cv_error *err)
 {
-	if (rows < 1 || rows > AGENT_TTY_MAX || cols < 1 || cols > AGENT_TTY_MAX)
-		return cv_fail(err, CV_EXIT_USAGE, "resize: terminal size %ux%u is out of range 1..%u",
-			       rows, cols, AGENT_TTY_MAX);
-	return send_json(fd, json_pack("{s:s, s:I, s:I}", "op", "resize", "rows", (json_int_t)rows,
-				       "cols", (json_int_t)cols), err);
+	json_t *o = resize_request(rows, cols, err);
+	return o ? send_json(fd, o, err) : -1;
+}
+
+int agent_queue_signal(struct agent_outq *q, int signo, struct cv_error *err)
+{
+	json_t *o = signal_request(signo, err);
+	return o ? queue_json(q, o, err) : -1;
+}
+
+int agent_queue_resize(struct agent_outq *q, unsigned rows, unsigned cols, struct cv_error *err)
+{
+	json_t *o = resize_request(rows, cols, err);
+	return o ? queue_json(q, o, err) : -1;
 }
 
 int agent_send_ping(int fd, const char *token, struct cv_error *err)

@@ -70,6 +70,32 @@ int agent_reader_next(struct agent_reader *r, struct agent_frame *f, struct cv_e
 /* True if some bytes of an incomplete frame are buffered (end of stream now means truncation). */
 bool agent_reader_partial(const struct agent_reader *r);
 
+/*
+ * Frames waiting for a peer that must not block us. A relay that streams in both directions
+ * cannot afford a blocking send: if the peer is itself blocked sending to us, neither side reads
+ * again. Such a loop queues its frames here, polls for POLLOUT while agent_outq_pending(), and
+ * keeps reading in the meantime.
+ */
+struct agent_outq {
+	uint8_t *buf;
+	size_t off;     /* bytes of buf already written */
+	size_t len;     /* bytes of buf queued in total */
+	size_t cap;
+};
+
+void agent_outq_init(struct agent_outq *q);
+void agent_outq_free(struct agent_outq *q);
+size_t agent_outq_pending(const struct agent_outq *q);
+/* Appends one whole frame (same limits as agent_send_frame). */
+int agent_outq_frame(struct agent_outq *q, uint8_t type, const void *data, size_t len,
+		     struct cv_error *err);
+/*
+ * Writes as much as fd takes now, without waiting (on a socket; another kind of fd is written as
+ * its own blocking mode says). Returns 0, or -1 with errno kept (EPIPE, ECONNRESET: the peer
+ * is gone) if the write failed.
+ */
+int agent_outq_flush(struct agent_outq *q, int fd, struct cv_error *err);
+
 /* ---- control messages: client to agent ---- */
 
 enum agent_op {
@@ -133,6 +159,9 @@ int agent_send_exec(int fd, char *const *argv, char *const *env, const char *cwd
 		    bool stdin_open, const char *token, struct cv_error *err);
 int agent_send_signal(int fd, int signo, struct cv_error *err);
 int agent_send_resize(int fd, unsigned rows, unsigned cols, struct cv_error *err);
+/* The same two requests, queued for a loop that must not block on its peer. */
+int agent_queue_signal(struct agent_outq *q, int signo, struct cv_error *err);
+int agent_queue_resize(struct agent_outq *q, unsigned rows, unsigned cols, struct cv_error *err);
 int agent_send_ping(int fd, const char *token, struct cv_error *err);
 int agent_send_poweroff(int fd, const char *token, struct cv_error *err);
 int agent_send_info_request(int fd, const char *token, struct cv_error *err);

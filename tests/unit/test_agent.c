@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "mounts.h"
 #include "proto.h"
 #include "sysinfo.h"
@@ -289,6 +290,75 @@ static void wait_output(int fd, struct run *r, const char *needle)
 }
 
 /* ---- pseudo-terminal exec ---- */
+
+/*
+ * The relay against the real agent, both directions streaming at once. The command writes 8 MiB
+ * before it reads its stdin, so the agent stops taking stdin (its buffer is full) and blocks
+ * sending output whenever we do not read it: a relay that blocks sending stdin meanwhile never
+ * reads again (`cat` of 3 MB in a microVM hung that way). Runs in a child with its stdin and
+ * stdout on files, which the test then compares; a hang is a failure, not a stuck suite.
+ */
+Test(agent, relay_streams_stdin_and_output_at_once)
+{
+	char in[160], out[160];
+	snprintf(in, sizeof(in), "%s/in", fx.dir);
+	snprintf(out, sizeof(out), "%s/out", fx.dir);
+	enum { SIZE = 8 << 20 };
+	uint8_t *data = malloc(SIZE);
+	cr_assert_not_null(data);
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	for (size_t i = 0; i < SIZE; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		data[i] = (uint8_t)x;
+	}
+	int fd = open(in, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(cv_write_full(fd, data, SIZE), 0);
+	close(fd);
+	int conn = connect_agent();
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int i = open(in, O_RDONLY), o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (i < 0 || o < 0 || dup2(i, 0) < 0 || dup2(o, 1) < 0)
+			_exit(101);
+		char *argv[] = { "sh", "-c", "head -c 8388608 /dev/zero; cat", NULL };
+		struct agent_exec_spec spec = { .argv = argv, .cwd = "/" };
+		struct agent_relay_opts opts = { .forward_stdin = true, .peer = "test agent" };
+		struct cv_error err = { 0 };
+		int status = -1;
+		if (agent_exec_relay(conn, &spec, NULL, &opts, &status, &err) < 0) {
+			fprintf(stderr, "relay: %s\n", err.msg);
+			_exit(100);
+		}
+		_exit(status);
+	}
+	close(conn);
+	int st = 0;
+	int waited = 0;
+	while (waitpid(pid, &st, WNOHANG) == 0 && waited < 40000) {
+		usleep(10000);
+		waited += 10;
+	}
+	if (waited >= 40000) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+		cr_assert_fail("the relay hung (40 s) with stdin and output both streaming");
+	}
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "relay status 0x%x", st);
+	fd = open(out, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	uint8_t *got = malloc(2 * SIZE + 1);
+	cr_assert_not_null(got);
+	ssize_t n = cv_read_full(fd, got, 2 * SIZE + 1);
+	close(fd);
+	cr_assert_eq(n, 2 * SIZE, "%zd bytes came back of %d", n, 2 * SIZE);
+	for (size_t i = 0; i < SIZE; i++)
+		cr_assert_eq(got[i], 0, "output byte %zu is not the command's zero", i);
+	cr_assert(memcmp(got + SIZE, data, SIZE) == 0, "stdin did not come back as it went");
+	free(got);
+	free(data);
+}
 
 Test(agent, pty_is_controlling_terminal_with_requested_size)
 {

@@ -4,6 +4,7 @@
  * and strict validation of every control message and of the replies to info, freeze and thaw.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -818,4 +819,71 @@ Test(replies, reject_malformed)
 	struct cv_error err = { 0 };
 	const char *frozen = "{\"event\":\"frozen\",\"paths\":[],\"errors\":[]}";
 	cr_assert_eq(agent_parse_event(frozen, strlen(frozen), &ev, &err), -1);
+}
+
+/*
+ * The send queue of full-duplex loops: a flush writes what the peer takes and returns instead of
+ * waiting, later flushes continue mid-frame, and the frames arrive whole and in order.
+ */
+Test(outq, flush_never_waits_and_frames_arrive_in_order)
+{
+	int sv[2];
+	pair(sv);
+	struct cv_error err = { 0 };
+	struct agent_outq q;
+	agent_outq_init(&q);
+	enum { BIG = 600 << 10 };
+	uint8_t *big = malloc(BIG);
+	cr_assert_not_null(big);
+	for (size_t i = 0; i < BIG; i++)
+		big[i] = (uint8_t)(i * 7 + 3);
+	cr_assert_eq(agent_outq_frame(&q, AGENT_FRAME_STDIN, big, BIG, &err), 0, "%s", err.msg);
+	cr_assert_eq(agent_queue_signal(&q, 15, &err), 0, "%s", err.msg);
+	cr_assert_eq(agent_outq_frame(&q, AGENT_FRAME_STDIN, NULL, 0, &err), 0);
+	cr_assert_eq(agent_queue_resize(&q, 0, 80, &err), -1, "a bad size is refused, not queued");
+	size_t queued = agent_outq_pending(&q);
+	cr_assert_gt(queued, BIG);
+
+	/* Nobody reads yet: the socket buffer takes part of it, the rest stays queued. */
+	cr_assert_eq(agent_outq_flush(&q, sv[0], &err), 0, "%s", err.msg);
+	cr_assert_gt(agent_outq_pending(&q), 0);
+	cr_assert_lt(agent_outq_pending(&q), queued);
+
+	struct agent_reader rd;
+	agent_reader_init(&rd);
+	struct agent_frame f[3];
+	int got = 0;
+	fcntl(sv[1], F_SETFL, O_NONBLOCK);
+	for (int spins = 0; got < 3 && spins < 100000; spins++) {
+		cr_assert_eq(agent_outq_flush(&q, sv[0], &err), 0, "%s", err.msg);
+		if (agent_reader_fill(&rd, sv[1], &err) < 0)
+			cr_assert_eq(errno, EAGAIN, "%s", err.msg);
+		while (got < 3 && agent_reader_next(&rd, &f[got], &err) == 1)
+			got++;
+	}
+	cr_assert_eq(got, 3);
+	cr_assert_eq(agent_outq_pending(&q), 0);
+	cr_assert_eq(f[0].type, AGENT_FRAME_STDIN);
+	cr_assert_eq(f[0].len, BIG);
+	cr_assert(memcmp(f[0].data, big, BIG) == 0);
+	struct agent_request req;
+	cr_assert_eq(f[1].type, AGENT_FRAME_CONTROL);
+	cr_assert_eq(agent_parse_request(f[1].data, f[1].len, &req, &err), 0, "%s", err.msg);
+	cr_assert_eq(req.op, AGENT_OP_SIGNAL);
+	cr_assert_eq(req.signal, 15);
+	agent_request_free(&req);
+	cr_assert_eq(f[2].type, AGENT_FRAME_STDIN);
+	cr_assert_eq(f[2].len, 0);
+	for (int i = 0; i < 3; i++)
+		agent_frame_free(&f[i]);
+
+	/* A peer that is gone is an error the caller can tell apart (EPIPE), not a SIGPIPE. */
+	close(sv[1]);
+	cr_assert_eq(agent_outq_frame(&q, AGENT_FRAME_STDIN, "x", 1, &err), 0);
+	cr_assert_eq(agent_outq_flush(&q, sv[0], &err), -1);
+	cr_assert_eq(errno, EPIPE, "%s", strerror(errno));
+	agent_reader_free(&rd);
+	agent_outq_free(&q);
+	free(big);
+	close(sv[0]);
 }

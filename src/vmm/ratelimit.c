@@ -253,15 +253,41 @@ void rate_limiter_undo(struct rate_limiter *rl)
 
 /* ---- the timer ---- */
 
-int rl_timer_init(struct rl_timer *t, struct evloop *loop, evloop_fn fn, void *opaque,
-		  struct cv_error *err)
+static void timer_ack(struct rl_timer *t)
+{
+	uint64_t n;
+	if (t->fd >= 0 && read(t->fd, &n, sizeof(n)) < 0) {
+		/* EAGAIN: nothing expired (cancelled, or re-armed in between) */
+	}
+}
+
+/* I/O thread: what waited for tokens may pass now, if the device still waits at all. */
+static void on_timer(void *opaque, uint32_t events)
+{
+	struct rl_timer *t = opaque;
+	(void)events;
+	timer_ack(t);
+	pthread_mutex_lock(t->lock);
+	if (*t->waiting) {
+		*t->waiting = false;
+		t->resume(t->opaque);
+	}
+	pthread_mutex_unlock(t->lock);
+}
+
+int rl_timer_init(struct rl_timer *t, struct evloop *loop, pthread_mutex_t *lock, bool *waiting,
+		  rl_resume_fn resume, void *opaque, struct cv_error *err)
 {
 	memset(t, 0, sizeof(*t));
 	t->loop = loop;
+	t->lock = lock;
+	t->waiting = waiting;
+	t->resume = resume;
+	t->opaque = opaque;
 	t->fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (t->fd < 0)
 		return cv_fail_errno(err, CV_EXIT_OSERR, "timerfd_create");
-	t->handler = (struct evloop_handler){ t->fd, fn, opaque };
+	t->handler = (struct evloop_handler){ t->fd, on_timer, t };
 	if (evloop_add(loop, &t->handler, EPOLLIN, err) < 0) {
 		close(t->fd);
 		t->fd = -1;
@@ -297,15 +323,7 @@ void rl_timer_arm_at(struct rl_timer *t, const struct rate_limiter *rl, uint64_t
 void rl_timer_cancel(struct rl_timer *t)
 {
 	timer_set(t, 0);
-	rl_timer_ack(t);
-}
-
-void rl_timer_ack(struct rl_timer *t)
-{
-	uint64_t n;
-	if (t->fd >= 0 && read(t->fd, &n, sizeof(n)) < 0) {
-		/* EAGAIN: nothing expired (cancelled, or re-armed in between) */
-	}
+	timer_ack(t);
 }
 
 void rl_timer_destroy(struct rl_timer *t)

@@ -26,6 +26,7 @@
 #ifndef CVISOR_VMM_RATELIMIT_H
 #define CVISOR_VMM_RATELIMIT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -114,23 +115,29 @@ void rate_limiter_restore(struct rate_limiter *rl, const struct rate_limiter_con
 int64_t token_bucket_available(struct token_bucket *b, uint64_t now);
 
 /*
- * The wake-up of a throttled device: a timerfd on the I/O loop whose handler resumes the
- * device's processing. Arm and cancel may be called from any thread (they are single
- * syscalls); the handler must call rl_timer_ack.
+ * The wake-up of a throttled device: a timerfd on the I/O loop. When it fires, and the device
+ * still waits (*waiting, under *lock), the wait flag is cleared and resume(opaque) is called
+ * with the lock held, to process what was left in the ring. Arm and cancel may be called from
+ * any thread (they are single syscalls).
  */
+typedef void (*rl_resume_fn)(void *opaque);
+
 struct rl_timer {
 	int fd;
 	struct evloop *loop;
 	struct evloop_handler handler;
 	bool registered;
+	pthread_mutex_t *lock;
+	bool *waiting;
+	rl_resume_fn resume;
+	void *opaque;
 };
 
-int rl_timer_init(struct rl_timer *t, struct evloop *loop, evloop_fn fn, void *opaque,
-		  struct cv_error *err);
+int rl_timer_init(struct rl_timer *t, struct evloop *loop, pthread_mutex_t *lock, bool *waiting,
+		  rl_resume_fn resume, void *opaque, struct cv_error *err);
 /* Fires once, `delay_ns` from now (0: as soon as the loop runs). Replaces any earlier arming. */
 void rl_timer_arm(struct rl_timer *t, uint64_t delay_ns);
 void rl_timer_cancel(struct rl_timer *t);
-void rl_timer_ack(struct rl_timer *t);
 void rl_timer_destroy(struct rl_timer *t);
 
 /*

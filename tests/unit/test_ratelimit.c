@@ -6,6 +6,7 @@
  * The timerfd wrapper is checked against a real evloop thread at the end.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -384,20 +385,29 @@ Test(options, net_rate_limits_per_direction)
 /* ---- the timer on a real loop ---- */
 
 static struct {
-	pthread_mutex_t lock;
+	pthread_mutex_t lock;        /* the "device lock" the timer takes */
+	bool waiting;                /* the "device waits for tokens" flag */
 	int fired;
+	int wrong;                   /* calls with the wrong opaque, flag still set or lock free */
 	uint64_t at;
 	struct rl_timer t;
 } W = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-static void on_fire(void *opaque, uint32_t events)
+/*
+ * Called by the timer on the loop's thread, W.lock held, only while W.waiting was set (and now
+ * cleared). Violations are counted, for the test's thread to assert.
+ */
+static void on_resume(void *opaque)
 {
-	(void)opaque;
-	(void)events;
-	rl_timer_ack(&W.t);
-	pthread_mutex_lock(&W.lock);
+	W.wrong += opaque != &W || W.waiting || pthread_mutex_trylock(&W.lock) != EBUSY;
 	W.fired++;
 	W.at = rl_clock_monotonic(NULL);
+}
+
+static void set_waiting(void)
+{
+	pthread_mutex_lock(&W.lock);
+	W.waiting = true;
 	pthread_mutex_unlock(&W.lock);
 }
 
@@ -420,9 +430,11 @@ Test(timer, fires_once_after_the_delay_and_can_be_cancelled)
 	struct evloop loop;
 	struct cv_error err = { 0 };
 	cr_assert_eq(evloop_init(&loop, &err), 0);
-	cr_assert_eq(rl_timer_init(&W.t, &loop, on_fire, NULL, &err), 0, "%s", err.msg);
+	cr_assert_eq(rl_timer_init(&W.t, &loop, &W.lock, &W.waiting, on_resume, &W, &err), 0, "%s",
+		     err.msg);
 	cr_assert_eq(evloop_start(&loop, "rl-test", &err), 0);
 	uint64_t t0 = rl_clock_monotonic(NULL);
+	set_waiting();
 	rl_timer_arm(&W.t, 50 * MS);
 	for (int i = 0; i < 400 && fired() == 0; i++)
 		sleep_ms(5);
@@ -431,6 +443,7 @@ Test(timer, fires_once_after_the_delay_and_can_be_cancelled)
 	sleep_ms(100);
 	cr_assert_eq(fired(), 1, "a one-shot timer fired again");
 	/* Cancelled before it expires: never fires. */
+	set_waiting();
 	rl_timer_arm(&W.t, 30 * MS);
 	rl_timer_cancel(&W.t);
 	sleep_ms(100);
@@ -440,6 +453,11 @@ Test(timer, fires_once_after_the_delay_and_can_be_cancelled)
 	for (int i = 0; i < 400 && fired() == 1; i++)
 		sleep_ms(5);
 	cr_assert_eq(fired(), 2);
+	/* A device that no longer waits (it was reset, or processed on its own) is left alone. */
+	rl_timer_arm(&W.t, 0);
+	sleep_ms(100);
+	cr_assert_eq(fired(), 2);
+	cr_assert_eq(W.wrong, 0, "resume ran without the lock, with the flag set or a wrong opaque");
 	evloop_stop(&loop);
 	rl_timer_destroy(&W.t);
 	evloop_destroy(&loop);

@@ -578,19 +578,12 @@ static void on_completion(void *opaque, uint32_t events)
 	pthread_mutex_unlock(&b->dev.lock);
 }
 
-/* I/O thread: a request that waited for tokens may pass now. */
-static void on_rl_timer(void *opaque, uint32_t events)
+/* I/O thread, device lock held: a request that waited for tokens may pass now. */
+static void resume_throttled(void *opaque)
 {
 	struct virtio_blk *b = opaque;
-	(void)events;
-	rl_timer_ack(&b->rl_timer);
-	pthread_mutex_lock(&b->dev.lock);
-	if (b->rl_wait) {
-		b->rl_wait = false;
-		if (virtio_dev_running(&b->dev) && b->dev.vq[0].started)
-			process_queue(b);
-	}
-	pthread_mutex_unlock(&b->dev.lock);
+	if (virtio_dev_running(&b->dev) && b->dev.vq[0].started)
+		process_queue(b);
 }
 
 int blk_set_rate_limiter(struct virtio_blk *b, const struct rate_limiter_config *cfg,
@@ -787,7 +780,7 @@ int virtio_blk_create(const struct disk_config *cfg, unsigned index,
 	}
 	b->completion_watched = true;
 	if (rate_limiter_config_check(&cfg->rate_limiter, "rate limit", err) < 0 ||
-	    rl_timer_init(&b->rl_timer, loop, on_rl_timer, b, err) < 0) {
+	    rl_timer_init(&b->rl_timer, loop, &b->dev.lock, &b->rl_wait, resume_throttled, b, err) < 0) {
 		virtio_blk_destroy(b);
 		return cv_error_wrap(err, "--disk %s", cfg->path);
 	}

@@ -865,32 +865,17 @@ static void on_tx_resume(void *opaque, uint32_t events)
 	pthread_mutex_unlock(&n->dev.lock);
 }
 
-/* I/O thread: a frame that waited for tokens may pass now. */
-static void on_rx_timer(void *opaque, uint32_t events)
+/* I/O thread, device lock held: a frame that waited for tokens may pass now. */
+static void resume_rx(void *opaque)
 {
 	struct virtio_net *n = opaque;
-	(void)events;
-	rl_timer_ack(&n->rx_timer);
-	pthread_mutex_lock(&n->dev.lock);
-	if (n->rx_rl_wait) {
-		n->rx_rl_wait = false;
-		rx_process(n);
-		tap_update_events(n);
-	}
-	pthread_mutex_unlock(&n->dev.lock);
+	rx_process(n);
+	tap_update_events(n);
 }
 
-static void on_tx_timer(void *opaque, uint32_t events)
+static void resume_tx(void *opaque)
 {
-	struct virtio_net *n = opaque;
-	(void)events;
-	rl_timer_ack(&n->tx_timer);
-	pthread_mutex_lock(&n->dev.lock);
-	if (n->tx_rl_wait) {
-		n->tx_rl_wait = false;
-		tx_process(n);
-	}
-	pthread_mutex_unlock(&n->dev.lock);
+	tx_process(opaque);
 }
 
 int net_set_rate_limiter(struct virtio_net *n, const struct rate_limiter_config *rx,
@@ -967,8 +952,8 @@ struct virtio_net *virtio_net_new(struct tap *backend, const uint8_t mac[6], uns
 	if (evloop_add(loop, &n->tx_resume_handler, EPOLLIN, err) < 0)
 		goto fail;
 	n->tx_resume_registered = true;
-	if (rl_timer_init(&n->rx_timer, loop, on_rx_timer, n, err) < 0 ||
-	    rl_timer_init(&n->tx_timer, loop, on_tx_timer, n, err) < 0)
+	if (rl_timer_init(&n->rx_timer, loop, &n->dev.lock, &n->rx_rl_wait, resume_rx, n, err) < 0 ||
+	    rl_timer_init(&n->tx_timer, loop, &n->dev.lock, &n->tx_rl_wait, resume_tx, n, err) < 0)
 		goto fail;
 	/* Watched for nothing until the driver is ready (errors are reported regardless). */
 	n->tap_handler = (struct evloop_handler){ n->tap.fd, on_tap, n };

@@ -60,19 +60,12 @@ static void rng_notify(struct virtio_dev *d, unsigned q)
 	process_queue(d->priv);
 }
 
-/* I/O thread: a buffer that waited for tokens may be filled now. */
-static void on_rl_timer(void *opaque, uint32_t events)
+/* I/O thread, device lock held: a buffer that waited for tokens may be filled now. */
+static void resume_throttled(void *opaque)
 {
 	struct virtio_rng *r = opaque;
-	(void)events;
-	rl_timer_ack(&r->rl_timer);
-	pthread_mutex_lock(&r->dev.lock);
-	if (r->rl_wait) {
-		r->rl_wait = false;
-		if (virtio_dev_running(&r->dev) && r->dev.vq[0].started)
-			process_queue(r);
-	}
-	pthread_mutex_unlock(&r->dev.lock);
+	if (virtio_dev_running(&r->dev) && r->dev.vq[0].started)
+		process_queue(r);
 }
 
 static void rng_reset(struct virtio_dev *d)
@@ -104,7 +97,7 @@ int virtio_rng_init(struct virtio_rng *r, const struct guest_memory *mem, struct
 	rate_limiter_init(&r->rl, NULL, NULL);
 	if (limits)
 		rate_limiter_configure(&r->rl, limits);
-	if (rl_timer_init(&r->rl_timer, loop, on_rl_timer, r, err) < 0)
+	if (rl_timer_init(&r->rl_timer, loop, &r->dev.lock, &r->rl_wait, resume_throttled, r, err) < 0)
 		return cv_error_wrap(err, "virtio-rng");
 	virtio_dev_init(&r->dev, "virtio-rng", &rng_ops, r, 1, RNG_QUEUE_SIZE,
 			(1ULL << VIRTIO_RING_F_INDIRECT_DESC) | (1ULL << VIRTIO_RING_F_EVENT_IDX), mem,

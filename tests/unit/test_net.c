@@ -672,6 +672,27 @@ static size_t rx_collect(struct vnet_hdr *h, uint8_t *frame, size_t cap)
 	return got;
 }
 
+/* The peer sends n frames of len bytes (at most 2000) to the guest, numbered from first. */
+static void peer_sends_numbered(uint32_t first, uint32_t n, size_t len)
+{
+	uint8_t frame[2000];
+	cr_assert_leq(len, sizeof(frame));
+	for (uint32_t i = 0; i < n; i++) {
+		make_frame(frame, len, GUEST_MAC, first + i);
+		peer_send(NULL, frame, len);
+	}
+}
+
+/* The guest receives frame number `num` of peer_sends_numbered, whole; *h is its header. */
+static void rx_expect_numbered(uint32_t num, size_t len, struct vnet_hdr *h)
+{
+	uint8_t got[2000], want[2000];
+	cr_assert_leq(len, sizeof(want));
+	cr_assert_eq(rx_collect(h, got, sizeof(got)), len, "frame %u", num);
+	make_frame(want, len, GUEST_MAC, num);
+	cr_assert_arr_eq(got, want, len, "frame %u", num);
+}
+
 /* Sends one frame from the guest: header, then the frame split in `parts` descriptors. */
 static void guest_send(const struct vnet_hdr *h, const uint8_t *frame, size_t len,
 		       unsigned parts)
@@ -963,11 +984,7 @@ Test(net, receive_waits_for_buffers_without_spinning_or_loss)
 	start_sockpair(true, 0);
 	driver_init(F(VIRTIO_NET_F_MRG_RXBUF));
 	enum { N = 8 };
-	uint8_t frame[300];
-	for (uint32_t i = 0; i < N; i++) {
-		make_frame(frame, sizeof(frame), GUEST_MAC, 100 + i);
-		peer_send(NULL, frame, sizeof(frame));
-	}
+	peer_sends_numbered(100, N, 300);
 	wait_for(&T.n->rx_starved);
 	double c0 = cpu_seconds();
 	sleep_ms(300);
@@ -986,10 +1003,7 @@ Test(net, receive_waits_for_buffers_without_spinning_or_loss)
 	kick(NET_RXQ);
 	for (uint32_t i = 0; i < N; i++) {
 		struct vnet_hdr h;
-		uint8_t got[2000];
-		cr_assert_eq(rx_collect(&h, got, sizeof(got)), 300);
-		make_frame(frame, sizeof(frame), GUEST_MAC, 100 + i);
-		cr_assert_arr_eq(got, frame, 300, "frame %u", i);
+		rx_expect_numbered(100 + i, 300, &h);
 	}
 	struct net_stats s = stats();
 	cr_assert_eq(s.rx_packets, N);
@@ -1460,19 +1474,12 @@ Test(net_ratelimit, receive_bandwidth_limit_parks_frames_in_order, .fini = teard
 	post_rx(32, 1526);
 	kick(NET_RXQ);
 	enum { N = 6, LEN = 500 };
-	uint8_t frame[LEN];
 	uint64_t t0 = now_ns();
-	for (uint32_t i = 0; i < N; i++) {
-		make_frame(frame, sizeof(frame), GUEST_MAC, 200 + i);
-		peer_send(NULL, frame, sizeof(frame));
-	}
+	peer_sends_numbered(200, N, LEN);
 	for (uint32_t i = 0; i < N; i++) {
 		struct vnet_hdr h;
-		uint8_t got[2000];
-		cr_assert_eq(rx_collect(&h, got, sizeof(got)), LEN, "frame %u", i);
+		rx_expect_numbered(200 + i, LEN, &h);
 		uint64_t at = now_ns() - t0;
-		make_frame(frame, sizeof(frame), GUEST_MAC, 200 + i);
-		cr_assert_arr_eq(got, frame, LEN, "frame %u", i);
 		if (i >= 2)
 			cr_assert_geq(at + MS_NS, (i - 1) * 50 * MS_NS, "frame %u after %llu ms", i,
 				      (unsigned long long)(at / MS_NS));
@@ -1504,20 +1511,13 @@ Test(net_ratelimit, receive_without_merging_and_without_vnet_header, .fini = tea
 	post_rx(8, 1526);
 	kick(NET_RXQ);
 	enum { N = 3, LEN = 100 };
-	uint8_t frame[LEN];
 	uint64_t t0 = now_ns();
-	for (uint32_t i = 0; i < N; i++) {
-		make_frame(frame, sizeof(frame), GUEST_MAC, 300 + i);
-		peer_send(NULL, frame, sizeof(frame));
-	}
+	peer_sends_numbered(300, N, LEN);
 	for (uint32_t i = 0; i < N; i++) {
 		struct vnet_hdr h;
-		uint8_t got[2000];
-		cr_assert_eq(rx_collect(&h, got, sizeof(got)), LEN, "frame %u", i);
+		rx_expect_numbered(300 + i, LEN, &h);
 		cr_assert_eq(h.flags, 0);
 		cr_assert_eq(h.gso_type, 0);
-		make_frame(frame, sizeof(frame), GUEST_MAC, 300 + i);
-		cr_assert_arr_eq(got, frame, LEN, "frame %u", i);
 		cr_assert_geq(now_ns() - t0 + MS_NS, i * 80 * MS_NS);
 	}
 }

@@ -313,16 +313,37 @@ Test(migrate, disk_lock_moves_with_the_guest, .timeout = 120)
 	disk_path = NULL;
 }
 
-/* A destination that accepts, takes some memory and drops the connection. */
-static pid_t spawn_dropper(int lfd, size_t take)
+/* Fake destinations run in a child: fork, and in the child accept the source's connection. */
+static pid_t fork_fake_destination(int lfd, int *fd)
 {
 	pid_t pid = fork();
 	cr_assert_geq(pid, 0);
 	if (pid)
 		return pid;
-	int fd = accept(lfd, NULL, NULL);
-	if (fd < 0)
+	*fd = accept(lfd, NULL, NULL);
+	if (*fd < 0)
 		_exit(1);
+	return 0;
+}
+
+/* The fake destination's answer to HELLO: our preamble and ACCEPT. */
+static void fake_send_accept(int fd)
+{
+	struct snap_buf out = { 0 };
+	mig_put_preamble(&out);
+	mig_put_frame(&out, MIG_ACCEPT, 0, NULL, 0);
+	if (write(fd, out.b, out.len) != (ssize_t)out.len)
+		_exit(3);
+	snap_buf_free(&out);
+}
+
+/* A destination that accepts, takes some memory and drops the connection. */
+static pid_t spawn_dropper(int lfd, size_t take)
+{
+	int fd;
+	pid_t pid = fork_fake_destination(lfd, &fd);
+	if (pid)
+		return pid;
 	uint8_t buf[65536];
 	size_t got = 0;
 	while (got < 64) {          /* preamble + HELLO header at least */
@@ -331,11 +352,7 @@ static pid_t spawn_dropper(int lfd, size_t take)
 			_exit(2);
 		got += (size_t)n;
 	}
-	struct snap_buf out = { 0 };
-	mig_put_preamble(&out);
-	mig_put_frame(&out, MIG_ACCEPT, 0, NULL, 0);
-	if (write(fd, out.b, out.len) != (ssize_t)out.len)
-		_exit(3);
+	fake_send_accept(fd);
 	while (got < take) {
 		ssize_t n = read(fd, buf, sizeof(buf));
 		if (n <= 0)
@@ -405,29 +422,22 @@ static int fd_read(void *ctx, void *buf, size_t n, struct cv_error *err)
 /* A destination that takes everything, says READY, gets GO and vanishes without RESUMED. */
 static pid_t spawn_vanisher(int lfd)
 {
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
+	int fd;
+	pid_t pid = fork_fake_destination(lfd, &fd);
 	if (pid)
 		return pid;
-	int fd = accept(lfd, NULL, NULL);
-	if (fd < 0)
-		_exit(1);
 	struct mig_reader rd;
 	struct mig_frame f;
 	struct cv_error err = { 0 };
 	mig_reader_init(&rd, fd_read, &fd);
 	if (mig_read_preamble(&rd, &err) < 0 || mig_expect(&rd, MIG_HELLO, &f, &err) < 0)
 		_exit(2);
+	fake_send_accept(fd);
 	struct snap_buf out = { 0 };
-	mig_put_preamble(&out);
-	mig_put_frame(&out, MIG_ACCEPT, 0, NULL, 0);
-	if (write(fd, out.b, out.len) != (ssize_t)out.len)
-		_exit(3);
 	do {
 		if (mig_read_frame(&rd, &f, &err) < 0)
 			_exit(4);
 	} while (f.type != MIG_STATE);
-	out.len = 0;
 	mig_put_frame(&out, MIG_READY, 0, NULL, 0);
 	if (write(fd, out.b, out.len) != (ssize_t)out.len)
 		_exit(5);

@@ -13,6 +13,7 @@
 #include "util.h"
 
 #define PAGE_SIZE 4096u
+#define GUEST_MEMORY_ALIGN (2u << 20)
 
 int guest_memory_init(struct guest_memory *gm, uint64_t size, struct cv_error *err)
 {
@@ -21,12 +22,26 @@ int guest_memory_init(struct guest_memory *gm, uint64_t size, struct cv_error *e
 		return cv_fail(err, CV_EXIT_USAGE,
 			       "guest memory must be a multiple of 4 KiB and at least %llu MiB",
 			       GUEST_MEMORY_MIN >> 20);
-	/* NORESERVE: RAM the guest never touches costs nothing; overcommit is the host's call. */
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
+	/*
+	 * NORESERVE: RAM the guest never touches costs nothing; overcommit is the host's call.
+	 * Aligned to 2 MiB: KVM backs guest memory with huge pages only where host and guest
+	 * addresses agree modulo 2 MiB, and mmap promises 4 KiB. Unaligned, every 4 KiB of guest
+	 * RAM costs its own nested page fault and TLB entry (in the emulated host a guest filling
+	 * 512 MiB took 58,000 nested faults per 10 s and 8x QEMU's time, whose RAM is aligned).
+	 */
+	size_t span = size + GUEST_MEMORY_ALIGN;
+	uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (raw == MAP_FAILED)
 		return cv_fail_errno(err, CV_EXIT_OSERR, "map %llu MiB of guest memory",
 				     (unsigned long long)(size >> 20));
+	uint8_t *p = (uint8_t *)(((uintptr_t)raw + GUEST_MEMORY_ALIGN - 1) &
+				 ~(uintptr_t)(GUEST_MEMORY_ALIGN - 1));
+	size_t head = (size_t)(p - raw), tail = span - head - size;
+	if (head)
+		munmap(raw, head);
+	if (tail)
+		munmap(p + size, tail);
 	/* Transparent huge pages cut TLB misses for the guest's working set; advisory only. */
 	madvise(p, size, MADV_HUGEPAGE);
 	gm->host = p;

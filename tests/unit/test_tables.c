@@ -244,3 +244,48 @@ Test(memory, pointer_checks_refuse_ranges_outside_ram)
 	cr_assert_eq(guest_memory_init(&gm, 12345, &err), -1);
 	cr_assert_eq(guest_memory_init(&gm, 0, &err), -1);
 }
+
+/* The start and end of the mapping (VMA) that contains addr, from /proc/self/maps. */
+static bool mapping_of(uintptr_t addr, uintptr_t *start, uintptr_t *end)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	cr_assert_not_null(f);
+	char line[512];
+	bool found = false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned long a, b;
+		if (sscanf(line, "%lx-%lx", &a, &b) == 2 && addr >= a && addr < b) {
+			*start = a;
+			*end = b;
+			found = true;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/*
+ * Guest RAM starts on a 2 MiB boundary, so KVM can map it with huge pages (it needs host and
+ * guest addresses congruent modulo 2 MiB), the whole size is usable, and the slack mapped to
+ * find the boundary is given back: the mapping (its own VMA, being MADV_HUGEPAGE) is exactly
+ * the guest's RAM.
+ */
+Test(memory, ram_is_2mib_aligned_and_the_slack_is_returned)
+{
+	for (int k = 0; k < 8; k++) {
+		struct guest_memory gm;
+		struct cv_error err = { 0 };
+		uint64_t size = CV_MiB(64) + (uint64_t)k * 4096;
+		cr_assert_eq(guest_memory_init(&gm, size, &err), 0, "%s", err.msg);
+		cr_assert_eq((uintptr_t)gm.host & (CV_MiB(2) - 1), 0, "guest RAM at %p", (void *)gm.host);
+		gm.host[0] = 1;
+		gm.host[size - 1] = 2;
+		uintptr_t start, end;
+		cr_assert(mapping_of((uintptr_t)gm.host, &start, &end));
+		cr_assert_eq(start, (uintptr_t)gm.host, "mapping starts %#lx before the RAM",
+			     (unsigned long)((uintptr_t)gm.host - start));
+		cr_assert_eq(end, (uintptr_t)gm.host + size, "mapping ends %#lx after the RAM",
+			     (unsigned long)(end - (uintptr_t)gm.host - size));
+		guest_memory_free(&gm);
+	}
+}

@@ -500,17 +500,24 @@ static void run_job(struct vm_migration *m)
 	sc.timeout_ms = MIGRATE_IO_TIMEOUT_MS;
 	if (flush(m, &err) < 0 || mig_expect(&rd, MIG_RESUMED, &f, &err) < 0)
 		goto fail;
+	/*
+	 * The guest runs again: downtime ends here, as documented. What follows is the source's
+	 * own cleanup, mostly turning dirty logging off (KVM walks the memory slots), which the
+	 * guest does not wait for; counting it overstated a 1 GiB guest's downtime by 130 ms in
+	 * the emulated host (171.6 ms reported, 41.6 ms in the phases above).
+	 */
+	double t_resumed = now_ms();
 
 	if (verbose)
 		fprintf(stderr, "cvisor-vmm: migrate: downtime: pause %.1f ms, last round %.1f ms, "
 			"state %.1f ms, destination loads it %.1f ms, GO to RESUMED %.1f ms\n",
 			t_paused - t_pause, t_last - t_paused, t_state - t_last, t_ready - t_state,
-			now_ms() - t_ready);
+			t_resumed - t_ready);
 	mig_dirty_stop(&m->dirty);
 	close_sock(m);
 	mig_reader_free(&rd);
 	pthread_mutex_lock(&m->lock);
-	m->stats.downtime_ms = now_ms() - t_pause;
+	m->stats.downtime_ms = t_resumed - t_pause;
 	m->stats.state = MIGRATE_COMPLETED;
 	m->stats.total_ms = now_ms() - m->t0;
 	struct migrate_stats s = m->stats;

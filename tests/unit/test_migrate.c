@@ -130,6 +130,11 @@ Test(stream, damage_is_refused)
 	refuse_damage(8, 1, "version 0 is not supported");
 	refuse_damage(16 + 8, 1, "corrupt");            /* HELLO length: header CRC */
 	refuse_damage(16 + 24 + 2, 1, "corrupt");       /* HELLO payload: payload CRC */
+	/* PAGES data lands in guest RAM before its CRC is checked; a bad frame still fails. */
+	size_t pages_at = 16 + 24 + 13;                 /* after the preamble and HELLO */
+	refuse_damage(pages_at + 24 + 12 + 100, 1, "corrupt");
+	refuse_damage(pages_at + 24 + 12 + 3 * MIG_PAGE - 1, 0x80, "corrupt");
+	refuse_damage(pages_at + 24 + 8, 1, "malformed PAGES");   /* page count 3 -> 2 */
 	/* truncated anywhere */
 	static uint8_t pages[3 * MIG_PAGE], mem[MEM];
 	struct snap_buf s = { 0 };
@@ -177,6 +182,11 @@ Test(stream, out_of_range_values_are_refused)
 	uint8_t p[12 + MIG_PAGE] = { 0 };
 	put_le32(p + 8, 2);                              /* says 2 pages, carries 1 */
 	refuse_frame(MIG_PAGES, p, sizeof(p), "malformed PAGES");
+	put_le64(p, MEM);                                /* one page, just past the end */
+	put_le32(p + 8, 1);
+	refuse_frame(MIG_PAGES, p, sizeof(p), "outside");
+	put_le64(p, 0x1800);                             /* not page aligned */
+	refuse_frame(MIG_PAGES, p, sizeof(p), "outside");
 	refuse_frame(MIG_GO, NULL, 0, "unexpected GO");
 	struct snap_buf st = { 0 };
 	state_file(&st);

@@ -282,25 +282,17 @@ static int check_range(uint32_t type, const struct mig_pages *pg, uint64_t mem_s
 	return 0;
 }
 
-int mig_decode_pages(const struct mig_frame *f, uint64_t mem_size, struct mig_pages *out,
-		     struct cv_error *err)
+/* A ZERO frame: a range of pages to clear, checked against a guest RAM of mem_size bytes. */
+static int decode_zero(const struct mig_frame *f, uint64_t mem_size, struct mig_pages *out,
+		       struct cv_error *err)
 {
 	struct snap_cur c;
 	snap_cur_init(&c, f->payload, f->len);
 	out->offset = snap_get_u64(&c);
-	if (f->type == MIG_PAGES) {
-		out->n = snap_get_u32(&c);
-		if (c.bad || out->n == 0 || out->n > MIG_MAX_RUN_PAGES ||
-		    c.len - c.off != out->n * MIG_PAGE)
-			return cv_fail(err, CV_EXIT_DATAERR, "migration stream: malformed PAGES frame");
-		out->data = c.p + c.off;
-	} else {
-		out->n = snap_get_u64(&c);
-		out->data = NULL;
-		if (!snap_cur_done(&c) || out->n == 0)
-			return cv_fail(err, CV_EXIT_DATAERR, "migration stream: malformed ZERO frame");
-	}
-	return check_range(f->type, out, mem_size, err);
+	out->n = snap_get_u64(&c);
+	if (!snap_cur_done(&c) || out->n == 0)
+		return cv_fail(err, CV_EXIT_DATAERR, "migration stream: malformed ZERO frame");
+	return check_range(MIG_ZERO, out, mem_size, err);
 }
 
 int mig_decode_round(const struct mig_frame *f, uint32_t *round, uint64_t *pages,
@@ -331,7 +323,6 @@ static int read_pages_in_place(struct mig_reader *r, const struct frame_head *fh
 		return cv_error_wrap(err, "PAGES frame");
 	pg->offset = get_le64(p);
 	pg->n = get_le32(p + 8);
-	pg->data = NULL;
 	if (pg->n == 0 || pg->n > MIG_MAX_RUN_PAGES || fh->len - sizeof(p) != pg->n * MIG_PAGE)
 		return cv_fail(err, CV_EXIT_DATAERR, "migration stream: malformed PAGES frame");
 	if (check_range(MIG_PAGES, pg, mem_size, err) < 0)
@@ -352,7 +343,7 @@ int mig_receive_memory(struct mig_reader *rd, uint8_t *mem, uint64_t mem_size,
 	for (;;) {
 		struct frame_head fh;
 		struct mig_frame f;
-		struct mig_pages pg;
+		struct mig_pages pg = { 0 };
 		if (read_head(rd, &fh, err) < 0)
 			return -1;
 		if (fh.type == MIG_PAGES) {
@@ -366,7 +357,7 @@ int mig_receive_memory(struct mig_reader *rd, uint8_t *mem, uint64_t mem_size,
 			return -1;
 		switch (f.type) {
 		case MIG_ZERO:
-			if (mig_decode_pages(&f, mem_size, &pg, err) < 0)
+			if (decode_zero(&f, mem_size, &pg, err) < 0)
 				return -1;
 			memset(mem + pg.offset, 0, (size_t)pg.n * MIG_PAGE);
 			round_pages += pg.n;

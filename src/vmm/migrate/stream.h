@@ -92,12 +92,8 @@ int mig_expect(struct mig_reader *r, uint32_t want, struct mig_frame *f, struct 
 struct mig_pages {
 	uint64_t offset;             /* bytes from the start of guest RAM (host-mapping order) */
 	uint64_t n;                  /* pages */
-	const uint8_t *data;         /* n * MIG_PAGE bytes, or NULL for ZERO */
 };
 int mig_decode_hello(const struct mig_frame *f, struct snap_cur *shape, struct cv_error *err);
-/* PAGES or ZERO, checked against a guest RAM of mem_size bytes. */
-int mig_decode_pages(const struct mig_frame *f, uint64_t mem_size, struct mig_pages *out,
-		     struct cv_error *err);
 int mig_decode_round(const struct mig_frame *f, uint32_t *round, uint64_t *pages,
 		     struct cv_error *err);
 
